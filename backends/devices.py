@@ -1,0 +1,36 @@
+"""Which device a runner lands on, and the checks that make bad choices clear."""
+
+from __future__ import annotations
+
+from backends.base import DEVICES, PRECISIONS, check_choice
+
+
+def torch_cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def ort_cuda_available() -> bool:
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def resolve_device(device: str, precision: str, cuda_available: bool) -> str:
+    """Turn "auto" into a concrete device and reject impossible combinations.
+
+    fp16 is a GPU precision here: on CPU it is slower than fp32 and numerically
+    different, so asking for it without CUDA is an error rather than a surprise.
+    """
+    check_choice("device", device, DEVICES)
+    check_choice("precision", precision, PRECISIONS)
+    if device == "auto":
+        device = "cuda" if cuda_available else "cpu"
+    if device == "cuda" and not cuda_available:
+        raise ValueError("device 'cuda' requested but no CUDA device is available; use 'cpu'")
+    if precision == "fp16" and device != "cuda":
+        raise ValueError(
+            "precision 'fp16' needs a CUDA device and this machine has none; choose from: fp32"
+        )
+    return device

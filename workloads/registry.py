@@ -1,0 +1,144 @@
+"""The workload catalogue: built-in models plus user-registered ONNX files.
+
+Importing this module must not import torch (the scheduler and simulator use it
+for specs only); torch and the model code are imported inside `build_module`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from workloads.specs import RESNET18, RESNET50, TINY, VIT_B_16, WorkloadSpec
+
+if TYPE_CHECKING:
+    import torch
+
+# name → (spec, "module:factory"); strings so the model code is imported on demand.
+_BUILTINS: dict[str, tuple[WorkloadSpec, str]] = {
+    RESNET18.name: (RESNET18, "workloads.resnet:resnet18"),
+    RESNET50.name: (RESNET50, "workloads.resnet:resnet50"),
+    VIT_B_16.name: (VIT_B_16, "workloads.vit:vit_b_16"),
+    TINY.name: (TINY, "workloads.tiny:tiny"),
+}
+
+_user_workloads: dict[str, Workload] = {}
+_lock = threading.Lock()  # the gateway may register files from several threads
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A catalogue entry: its spec and how to get something that runs it."""
+
+    spec: WorkloadSpec
+    #: Set only for user ONNX workloads; backends open this file directly.
+    onnx_file: Path | None = None
+    #: Largest batch the model accepts; None means any. 1 for ONNX files with a fixed batch.
+    max_batch: int | None = None
+
+    @property
+    def name(self) -> str:
+        """The workload's catalogue name."""
+        return self.spec.name
+
+    def build_module(self, seed: int = 0, weights: str | Path | None = None) -> torch.nn.Module:
+        """The model as an eval-mode torch module on CPU.
+
+        Weights are random, reproducible from `seed` (the global RNG state is left
+        untouched), unless `weights` names a state_dict saved with torch.save, which
+        is then loaded with strict=True.
+        """
+        if self.onnx_file is not None:
+            raise ValueError(
+                f"workload {self.name!r} is an ONNX file ({self.onnx_file}) and has no torch "
+                "module; run it with the ONNX Runtime backend"
+            )
+        if self.name not in _BUILTINS:
+            raise ValueError(f"workload {self.name!r} has no torch module builder")
+
+        import torch
+
+        module_name, factory_name = _BUILTINS[self.name][1].split(":")
+        factory = getattr(importlib.import_module(module_name), factory_name)
+        # fork_rng(devices=[]) saves/restores the CPU generator only; seeding just that
+        # generator (not torch.manual_seed, which also reseeds CUDA) keeps the caller's
+        # RNG streams undisturbed.
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(seed)
+            module: torch.nn.Module = factory()
+
+        if weights is not None:
+            _load_weights(module, Path(weights), self.name)
+        return module.eval()
+
+
+def _load_weights(module: torch.nn.Module, path: Path, name: str) -> None:
+    """Load a torch.save'd state_dict into `module` with strict key/shape matching."""
+    import torch
+
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, Mapping):
+        raise TypeError(f"{path}: expected a state_dict (a mapping), got {type(state).__name__}")
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        hint = ""
+        if "state_dict" in state or "model" in state:
+            hint = " (looks like a checkpoint wrapper; save the inner state_dict)"
+        raise RuntimeError(f"{path}: weights do not fit workload {name!r}{hint}: {exc}") from exc
+
+
+def workload_names() -> list[str]:
+    """Every workload name: built-ins first, then registered ONNX files in order."""
+    with _lock:
+        return [*_BUILTINS, *_user_workloads]
+
+
+def get_workload(name: str) -> Workload:
+    """The catalogue entry called `name`; ValueError naming the valid choices otherwise."""
+    if name in _BUILTINS:
+        return Workload(_BUILTINS[name][0])
+    with _lock:
+        if name in _user_workloads:
+            return _user_workloads[name]
+    raise ValueError(f"unknown workload {name!r}; choose from: {', '.join(workload_names())}")
+
+
+def register_onnx_file(
+    path: str | Path, name: str | None = None, token_base: int | None = None
+) -> Workload:
+    """Add a user's ONNX model to the catalogue and return its entry.
+
+    `name` defaults to the file stem. Re-registering the same file under the same
+    name refreshes the entry (e.g. after a re-export); a name that is a built-in or
+    already belongs to a different file is a ValueError.
+    """
+    from workloads.onnx_file import inspect_onnx_file
+
+    info = inspect_onnx_file(path, name=name, token_base=token_base)
+    workload = Workload(
+        spec=info.spec, onnx_file=info.path, max_batch=None if info.dynamic_batch else 1
+    )
+    with _lock:
+        if workload.name in _BUILTINS:
+            raise ValueError(f"workload name {workload.name!r} is a built-in; pass another name")
+        existing = _user_workloads.get(workload.name)
+        if existing is not None and existing.onnx_file != workload.onnx_file:
+            raise ValueError(
+                f"workload name {workload.name!r} is already registered for "
+                f"{existing.onnx_file}; pass another name"
+            )
+        _user_workloads[workload.name] = workload
+    return workload
+
+
+def unregister_onnx_file(name: str) -> None:
+    """Remove a registered ONNX workload (KeyError if there is none by that name)."""
+    with _lock:
+        if name not in _user_workloads:
+            raise KeyError(f"no registered ONNX workload named {name!r}")
+        del _user_workloads[name]
