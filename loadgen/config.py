@@ -1,0 +1,475 @@
+"""The experiment config: one frozen, validated model loaded from YAML.
+
+Every problem is reported at once, one line each, as `file: dotted.key: what is
+wrong`, e.g. `configs/x.yaml: scheduler.lanes: Input should be greater than or
+equal to 1`. An unknown key is an error listing the allowed ones, never a
+silent default.
+"""
+
+from __future__ import annotations
+
+import re
+import types
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+import numpy as np
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    model_validator,
+)
+
+from scheduling.config import SchedulerConfig
+from scheduling.job import DEFAULT_SLO_S
+from scheduling.tokens import token_cost
+from workloads.specs import RESNET18, RESNET50, TINY, VIT_B_16, WorkloadSpec
+
+#: Workloads an experiment may name, from the torch-free catalogue.
+WORKLOADS: dict[str, WorkloadSpec] = {s.name: s for s in (RESNET18, RESNET50, VIT_B_16, TINY)}
+BACKENDS: tuple[str, ...] = ("pytorch", "onnx")
+#: In `service_time.fixed`, the entry used for any workload not listed.
+ANY_WORKLOAD = "*"
+
+_FROZEN = ConfigDict(extra="forbid", frozen=True)
+
+
+class ConfigError(ValueError):
+    """A config is unreadable or invalid; the message has one line per problem."""
+
+
+class KeyedError(ValueError):
+    """A cross-field problem that belongs to a key below the validator's level.
+
+    The formatter appends `key` to the error's location, so a model-level
+    check still reports `load: ...` rather than a bare message.
+    """
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def _known_workload(name: str) -> str:
+    if name not in WORKLOADS:
+        raise ValueError(f"unknown workload; choose from {', '.join(sorted(WORKLOADS))}")
+    return name
+
+
+def _known_backend(name: str) -> str:
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend; choose from {', '.join(BACKENDS)}")
+    return name
+
+
+def _run_name(name: str) -> str:
+    # The name becomes a directory name: keep it portable and unambiguous.
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name):
+        raise ValueError(
+            f"{name!r} must start with a letter or digit and use only letters, digits, "
+            "'_', '.' and '-' (at most 64 characters)"
+        )
+    return name
+
+
+def _fixed_key(name: str) -> str:
+    return name if name == ANY_WORKLOAD else _known_workload(name)
+
+
+WorkloadName = Annotated[str, AfterValidator(_known_workload)]
+BackendName = Annotated[str, AfterValidator(_known_backend)]
+Weight = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+def _positive_total(weights: dict[str, float], key: str) -> None:
+    if weights and sum(weights.values()) <= 0:
+        raise KeyedError(key, f"weights must not all be 0, got {weights}")
+
+
+class SizeDistribution(BaseModel):
+    """Samples per job of one class: `choices` (+ optional `weights`) or a `min`..`max` range.
+
+    The range is uniform over the integers min, min+1, …, max (both included).
+    """
+
+    model_config = _FROZEN
+
+    choices: tuple[Annotated[int, Field(ge=1)], ...] | None = Field(
+        None, description="Possible sample counts."
+    )
+    weights: tuple[Weight, ...] | None = Field(
+        None, description="Relative weight of each choice (default: equal)."
+    )
+    min: int | None = Field(None, ge=1, description="Smallest sample count of a uniform range.")
+    max: int | None = Field(None, ge=1, description="Largest sample count of a uniform range.")
+
+    @model_validator(mode="after")
+    def _one_form(self) -> SizeDistribution:
+        ranged = self.min is not None or self.max is not None
+        if (self.choices is None) == (not ranged):
+            raise ValueError("give either choices (+ weights) or min and max, not both or neither")
+        if ranged:
+            if self.min is None or self.max is None:
+                raise KeyedError(
+                    "max" if self.max is None else "min", "a range needs both min and max"
+                )
+            if self.min > self.max:
+                raise KeyedError("min", f"min={self.min} is greater than max={self.max}")
+            if self.weights is not None:
+                raise KeyedError("weights", "weights go with choices, not with a min/max range")
+            return self
+        assert self.choices is not None
+        if not self.choices:
+            raise KeyedError("choices", "needs at least one value")
+        if self.weights is not None:
+            if len(self.weights) != len(self.choices):
+                raise KeyedError(
+                    "weights",
+                    f"{len(self.weights)} weights for {len(self.choices)} choices",
+                )
+            if sum(self.weights) <= 0:
+                raise KeyedError("weights", "weights must not all be 0")
+        return self
+
+    def support(self) -> tuple[np.ndarray, np.ndarray]:
+        """(sample counts, probabilities) of the distribution."""
+        if self.choices is None:
+            assert self.min is not None and self.max is not None
+            values = np.arange(self.min, self.max + 1, dtype=np.int64)
+            return values, np.full(len(values), 1.0 / len(values))
+        values = np.array(self.choices, dtype=np.int64)
+        weights = np.array(self.weights or [1.0] * len(values), dtype=float)
+        return values, weights / weights.sum()
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """`n` sample counts drawn from the distribution."""
+        if self.choices is None:
+            assert self.min is not None and self.max is not None
+            return rng.integers(self.min, self.max, size=n, endpoint=True)
+        values, probs = self.support()
+        return rng.choice(values, size=n, p=probs)
+
+
+class BatchSizes(BaseModel):
+    """Samples per job, by class."""
+
+    model_config = _FROZEN
+
+    interactive: SizeDistribution = Field(
+        default_factory=lambda: SizeDistribution(choices=(1,)),
+        description="Interactive requests: a single image by default.",
+    )
+    batch: SizeDistribution = Field(
+        default_factory=lambda: SizeDistribution(min=16, max=32),
+        description="Batch requests: 16..32 images by default.",
+    )
+
+
+class SloMs(BaseModel):
+    """Latency budget per class, milliseconds (deadline = arrival + SLO)."""
+
+    model_config = _FROZEN
+
+    interactive: float = Field(
+        DEFAULT_SLO_S["interactive"] * 1000,
+        gt=0,
+        allow_inf_nan=False,
+        description="Interactive SLO, milliseconds.",
+    )
+    batch: float = Field(
+        DEFAULT_SLO_S["batch"] * 1000,
+        gt=0,
+        allow_inf_nan=False,
+        description="Batch SLO, milliseconds.",
+    )
+
+
+class FixedEntry(BaseModel):
+    """Service time of one workload: base_ms + per_sample_ms × samples."""
+
+    model_config = _FROZEN
+
+    base_ms: float = Field(ge=0, allow_inf_nan=False, description="Fixed cost of a dispatch.")
+    per_sample_ms: float = Field(ge=0, allow_inf_nan=False, description="Cost of each sample.")
+
+
+class ServiceTimeConfig(BaseModel):
+    """Where the simulator's service times come from: a measured profile or a fixed table."""
+
+    model_config = _FROZEN
+
+    profile: str | None = Field(
+        None,
+        description="Profiler CSV (`mlws profile`); relative paths are tried against the "
+        "working directory, then the config file's directory.",
+    )
+    threads: int | None = Field(
+        None, ge=1, description="Which thread count of the profile; needed if it has several."
+    )
+    stat: Literal["mean_ms", "p50_ms"] = Field(
+        "mean_ms", description="Which latency statistic of the profile a dispatch takes."
+    )
+    fixed: dict[Annotated[str, AfterValidator(_fixed_key)], FixedEntry] | None = Field(
+        None, description=f"Per-workload linear costs; key {ANY_WORKLOAD!r} covers the rest."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ServiceTimeConfig:
+        if (self.profile is None) == (self.fixed is None):
+            raise ValueError("give exactly one of profile (a CSV path) or fixed (a table)")
+        if self.fixed is not None:
+            for key in ("threads", "stat"):
+                if key in self.model_fields_set:
+                    raise KeyedError(key, "applies to a profile, not to a fixed table")
+        return self
+
+
+class PredictorConfig(BaseModel):
+    """The learned service-time predictor (hook; the model itself comes later)."""
+
+    model_config = _FROZEN
+
+    enabled: bool = Field(False, description="Let the scheduler consult the learned predictor.")
+    path: str | None = Field(None, description="Trained predictor file, e.g. models/predictor.pkl.")
+
+    @model_validator(mode="after")
+    def _path_when_enabled(self) -> PredictorConfig:
+        if self.enabled and not self.path:
+            raise KeyedError("path", "required when predictor.enabled is true")
+        return self
+
+
+class ExperimentConfig(BaseModel):
+    """One experiment: traffic, service times and the scheduler under test."""
+
+    model_config = _FROZEN
+
+    name: Annotated[str, AfterValidator(_run_name)] = Field(
+        description="Run name; the run directory is <name>-<timestamp>-<seed>."
+    )
+    mode: Literal["simulate", "live"] = Field(
+        "simulate", description="simulate: virtual clock; live: the real gateway (later)."
+    )
+    duration_s: float = Field(
+        gt=0, le=1e7, allow_inf_nan=False, description="Span of arrivals, seconds."
+    )
+    arrival_rate: float | None = Field(
+        None, gt=0, allow_inf_nan=False, description="Poisson arrival rate, jobs/s."
+    )
+    load: float | None = Field(
+        None,
+        gt=0,
+        le=10,
+        allow_inf_nan=False,
+        description="Arrival rate as a fraction of capacity (see loadgen.arrivals).",
+    )
+    interactive_ratio: float = Field(
+        0.3, ge=0, le=1, description="Probability that an arrival is interactive."
+    )
+    batch_sizes: BatchSizes = Field(default_factory=BatchSizes, description="Samples per job.")
+    workload_mix: dict[WorkloadName, Weight] = Field(
+        default_factory=lambda: {"resnet18": 1.0},
+        min_length=1,
+        description="Relative weight of each workload.",
+    )
+    backends: dict[BackendName, Weight] = Field(
+        default_factory=lambda: {"onnx": 1.0},
+        min_length=1,
+        description="Relative weight of each backend.",
+    )
+    precision: Literal["fp32", "fp16"] = Field("fp32", description="Precision of every job.")
+    slo_ms: SloMs = Field(default_factory=SloMs, description="Latency budget per class.")
+    scheduler: SchedulerConfig = Field(
+        default_factory=SchedulerConfig, description="The scheduling core under test."
+    )
+    service_time: ServiceTimeConfig = Field(description="Source of simulated service times.")
+    jitter: float = Field(
+        0.0,
+        ge=0,
+        le=3,
+        allow_inf_nan=False,
+        description="Lognormal sigma of each dispatch's service time (mean kept at 1).",
+    )
+    predictor: PredictorConfig = Field(
+        default_factory=PredictorConfig, description="Learned predictor hook."
+    )
+    seed: int = Field(0, ge=0, description="Seeds arrivals and jitter.")
+
+    #: The YAML file the config came from, to resolve relative paths and name errors.
+    _source: Path | None = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> ExperimentConfig:
+        if (self.arrival_rate is None) == (self.load is None):
+            raise KeyedError(
+                "load", "set exactly one of arrival_rate (jobs/s) or load (fraction of capacity)"
+            )
+        _positive_total(self.workload_mix, "workload_mix")
+        _positive_total(self.backends, "backends")
+        fixed = self.service_time.fixed
+        if fixed is not None and ANY_WORKLOAD not in fixed:
+            lacking = [w for w in self.active_workloads() if w not in fixed]
+            if lacking:
+                raise KeyedError(
+                    "service_time.fixed", f"no entry for {', '.join(lacking)} (in workload_mix)"
+                )
+        capacity = self.scheduler.tokens.capacity
+        for w in self.active_workloads():
+            need = token_cost(WORKLOADS[w].token_base, 1, self.precision)
+            if need > capacity:
+                raise KeyedError(
+                    "scheduler.tokens.capacity",
+                    f"{capacity} tokens cannot hold even a one-sample {w} dispatch ({need})",
+                )
+        return self
+
+    # --------------------------------------------------------------- helpers
+    def active_workloads(self) -> list[str]:
+        """Workloads with a positive weight, in config order."""
+        return [w for w, weight in self.workload_mix.items() if weight > 0]
+
+    def active_backends(self) -> list[str]:
+        """Backends with a positive weight, in config order."""
+        return [b for b, weight in self.backends.items() if weight > 0]
+
+    @property
+    def source(self) -> str:
+        """The config file's name for messages (`<config>` if built in code)."""
+        return str(self._source) if self._source is not None else "<config>"
+
+    def with_source(self, path: str | Path | None) -> ExperimentConfig:
+        """This config, remembering the file it came from (copies carry it along)."""
+        self._source = Path(path) if path is not None else None
+        return self
+
+    def resolve_path(self, path: str) -> Path:
+        """A config path: absolute, or the first existing of cwd/path and config-dir/path."""
+        p = Path(path).expanduser()
+        if p.is_absolute():
+            return p
+        candidates = [Path.cwd() / p]
+        if self._source is not None:
+            candidates.append(self._source.parent / p)
+        return next((c for c in candidates if c.exists()), p)
+
+    def check_files(self) -> None:
+        """Raise ConfigError if a referenced file (profile, enabled predictor) is missing."""
+        problems = []
+        profile = self.service_time.profile
+        if profile is not None and not self.resolve_path(profile).is_file():
+            problems.append(f"service_time.profile: file not found: {profile}")
+        predictor = self.predictor
+        if predictor.enabled and predictor.path and not self.resolve_path(predictor.path).is_file():
+            problems.append(
+                f"predictor.path: file not found: {self.predictor.path}; train the "
+                "predictor first or set predictor.enabled: false"
+            )
+        if problems:
+            raise ConfigError("\n".join(f"{self.source}: {p}" for p in problems))
+
+
+# ------------------------------------------------------------------- loading
+def load_experiment_config(path: str | Path) -> ExperimentConfig:
+    """Read, validate and file-check a YAML experiment config.
+
+    Raises ConfigError with one `file: key: problem` line per problem.
+    """
+    data = _read_yaml(path)
+    config = parse_experiment_config(data, source=str(path))
+    config.check_files()
+    return config
+
+
+def parse_experiment_config(data: Any, source: str = "<config>") -> ExperimentConfig:
+    """Validate an already-parsed mapping; errors are reported against `source`."""
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{source}: the top level must be a mapping of keys, got {type(data).__name__}"
+        )
+    try:
+        config = ExperimentConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError("\n".join(f"{source}: {line}" for line in format_errors(exc))) from None
+    return config.with_source(source)
+
+
+def _read_yaml(path: str | Path) -> Any:
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from None
+    if data is None:
+        raise ConfigError(f"{path}: the config is empty")
+    return data
+
+
+def format_errors(exc: ValidationError, root: type[BaseModel] = ExperimentConfig) -> list[str]:
+    """One `dotted.key: message` line per pydantic error."""
+    lines = []
+    for err in exc.errors():
+        # "[key]" marks a bad dict key; the key itself is the part before it.
+        loc = [str(p) for p in err["loc"] if p != "[key]"]
+        ctx_error = (err.get("ctx") or {}).get("error")
+        if isinstance(ctx_error, KeyedError):
+            loc.append(ctx_error.key)
+            message = str(ctx_error)
+        elif err["type"] == "extra_forbidden":
+            allowed = _allowed_keys(root, loc[:-1])
+            message = "unknown key" + (f"; allowed: {', '.join(allowed)}" if allowed else "")
+        else:
+            message = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        key = ".".join(loc)
+        lines.append(f"{key}: {message}" if key else message)
+    return lines
+
+
+def _allowed_keys(root: type[BaseModel], loc: list[str]) -> list[str]:
+    """Field names of the model found at `loc` below `root` (empty if not a model)."""
+    tp: Any = root
+    for part in loc:
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            field = tp.model_fields.get(part)
+            if field is None:
+                return []
+            tp = _unwrap(field.annotation)
+        elif get_origin(tp) is dict:
+            tp = _unwrap(get_args(tp)[1])
+        else:
+            return []
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return list(tp.model_fields)
+    return []
+
+
+def _unwrap(tp: Any) -> Any:
+    """The model or dict inside Optional[...] / Annotated[...] (or `tp` itself)."""
+    for candidate in _members(tp):
+        if get_origin(candidate) is dict or (
+            isinstance(candidate, type) and issubclass(candidate, BaseModel)
+        ):
+            return candidate
+    return tp
+
+
+def _members(tp: Any) -> Iterator[Any]:
+    origin = get_origin(tp)
+    if origin is Annotated:
+        yield from _members(get_args(tp)[0])
+    elif origin in (Union, types.UnionType):
+        for arg in get_args(tp):
+            yield from _members(arg)
+    else:
+        yield tp

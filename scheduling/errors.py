@@ -1,0 +1,47 @@
+"""Domain errors the scheduling core raises at admission.
+
+They carry the values that explain them, so that the server maps each to an
+HTTP status in one place and the message needs no re-wording.
+"""
+
+from __future__ import annotations
+
+
+class SchedulingError(Exception):
+    """Base of every error the scheduling core raises on purpose."""
+
+
+class QueueFull(SchedulingError):
+    """The class's queue already holds `limit` jobs (admission control)."""
+
+    def __init__(self, job_class: str, limit: int) -> None:
+        self.job_class = job_class
+        self.limit = limit
+        super().__init__(f"queue for class {job_class!r} is full (limit {limit} queued jobs)")
+
+
+class JobTooLarge(SchedulingError):
+    """Even a one-sample dispatch of the job's model needs more tokens than exist."""
+
+    def __init__(self, workload: str, precision: str, tokens: int, capacity: int) -> None:
+        self.workload = workload
+        self.precision = precision
+        self.tokens = tokens
+        self.capacity = capacity
+        super().__init__(
+            f"a one-sample dispatch of {workload!r} at {precision} needs {tokens} tokens, "
+            f"more than the capacity of {capacity}: it could never run"
+        )
+
+
+class UnknownWorkload(SchedulingError, KeyError):
+    """The job names a workload the scheduler has no token base for."""
+
+    def __init__(self, workload: str, known: list[str]) -> None:
+        self.workload = workload
+        self.known = known
+        super().__init__(workload)
+
+    def __str__(self) -> str:
+        # KeyError would print the bare repr of the key; say what is known instead.
+        return f"unknown workload {self.workload!r}; known: {', '.join(self.known) or 'none'}"
