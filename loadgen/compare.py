@@ -22,9 +22,10 @@ import matplotlib.pyplot as plt
 from pydantic import ValidationError
 
 from loadgen.arrivals import capacity_jobs_per_s, poisson_arrivals
-from loadgen.config import ConfigError, ExperimentConfig, format_errors
+from loadgen.config import ExperimentConfig
 from loadgen.experiment import build_service_model, check_runnable, simulate_run
 from scheduling.config import PolicyName, SchedulerConfig
+from scheduling.config_errors import ConfigError, format_errors
 
 POLICIES: tuple[str, ...] = get_args(PolicyName)
 COMPARE_COLUMNS: tuple[str, ...] = (

@@ -9,24 +9,21 @@ silent default.
 from __future__ import annotations
 
 import re
-import types
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal
 
 import numpy as np
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     PrivateAttr,
-    ValidationError,
     model_validator,
 )
 
 from scheduling.config import SchedulerConfig
+from scheduling.config_errors import ConfigError, KeyedError, parse_yaml, validate
 from scheduling.job import DEFAULT_SLO_S
 from scheduling.tokens import token_cost
 from workloads.specs import RESNET18, RESNET50, TINY, VIT_B_16, WorkloadSpec
@@ -38,22 +35,6 @@ BACKENDS: tuple[str, ...] = ("pytorch", "onnx")
 ANY_WORKLOAD = "*"
 
 _FROZEN = ConfigDict(extra="forbid", frozen=True)
-
-
-class ConfigError(ValueError):
-    """A config is unreadable or invalid; the message has one line per problem."""
-
-
-class KeyedError(ValueError):
-    """A cross-field problem that belongs to a key below the validator's level.
-
-    The formatter appends `key` to the error's location, so a model-level
-    check still reports `load: ...` rather than a bare message.
-    """
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(message)
-        self.key = key
 
 
 def _known_workload(name: str) -> str:
@@ -388,14 +369,7 @@ def load_experiment_config(path: str | Path) -> ExperimentConfig:
 
 def parse_experiment_config(data: Any, source: str = "<config>") -> ExperimentConfig:
     """Validate an already-parsed mapping; errors are reported against `source`."""
-    if not isinstance(data, dict):
-        raise ConfigError(
-            f"{source}: the top level must be a mapping of keys, got {type(data).__name__}"
-        )
-    try:
-        config = ExperimentConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError("\n".join(f"{source}: {line}" for line in format_errors(exc))) from None
+    config: ExperimentConfig = validate(ExperimentConfig, data, source)
     return config.with_source(source)
 
 
@@ -404,72 +378,7 @@ def _read_yaml(path: str | Path) -> Any:
         text = Path(path).read_text()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config: {exc.strerror or exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from None
+    data = parse_yaml(text, str(path))
     if data is None:
         raise ConfigError(f"{path}: the config is empty")
     return data
-
-
-def format_errors(exc: ValidationError, root: type[BaseModel] = ExperimentConfig) -> list[str]:
-    """One `dotted.key: message` line per pydantic error."""
-    lines = []
-    for err in exc.errors():
-        # "[key]" marks a bad dict key; the key itself is the part before it.
-        loc = [str(p) for p in err["loc"] if p != "[key]"]
-        ctx_error = (err.get("ctx") or {}).get("error")
-        if isinstance(ctx_error, KeyedError):
-            loc.append(ctx_error.key)
-            message = str(ctx_error)
-        elif err["type"] == "extra_forbidden":
-            allowed = _allowed_keys(root, loc[:-1])
-            message = "unknown key" + (f"; allowed: {', '.join(allowed)}" if allowed else "")
-        else:
-            message = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
-        key = ".".join(loc)
-        lines.append(f"{key}: {message}" if key else message)
-    return lines
-
-
-def _allowed_keys(root: type[BaseModel], loc: list[str]) -> list[str]:
-    """Field names of the model found at `loc` below `root` (empty if not a model)."""
-    tp: Any = root
-    for part in loc:
-        if isinstance(tp, type) and issubclass(tp, BaseModel):
-            field = tp.model_fields.get(part)
-            if field is None:
-                return []
-            tp = _unwrap(field.annotation)
-        elif get_origin(tp) is dict:
-            tp = _unwrap(get_args(tp)[1])
-        else:
-            return []
-    if isinstance(tp, type) and issubclass(tp, BaseModel):
-        return list(tp.model_fields)
-    return []
-
-
-def _unwrap(tp: Any) -> Any:
-    """The model or dict inside Optional[...] / Annotated[...] (or `tp` itself)."""
-    for candidate in _members(tp):
-        if get_origin(candidate) is dict or (
-            isinstance(candidate, type) and issubclass(candidate, BaseModel)
-        ):
-            return candidate
-    return tp
-
-
-def _members(tp: Any) -> Iterator[Any]:
-    origin = get_origin(tp)
-    if origin is Annotated:
-        yield from _members(get_args(tp)[0])
-    elif origin in (Union, types.UnionType):
-        for arg in get_args(tp):
-            yield from _members(arg)
-    else:
-        yield tp

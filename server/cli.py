@@ -191,8 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _plugin_parsers() -> list[Callable[[argparse._SubParsersAction], None]]:
     from loadgen.cli import add_compare_parser, add_experiment_parser
+    from server.serve import add_serve_parser
 
-    return [add_experiment_parser, add_compare_parser]
+    return [add_experiment_parser, add_compare_parser, add_serve_parser]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

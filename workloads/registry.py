@@ -28,6 +28,7 @@ _BUILTINS: dict[str, tuple[WorkloadSpec, str]] = {
 
 _user_workloads: dict[str, Workload] = {}
 _lock = threading.Lock()  # the gateway may register files from several threads
+_rng_lock = threading.Lock()  # seeded construction uses torch's global CPU generator
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,9 @@ class Workload:
         # fork_rng(devices=[]) saves/restores the CPU generator only; seeding just that
         # generator (not torch.manual_seed, which also reseeds CUDA) keeps the caller's
         # RNG streams undisturbed.
-        with torch.random.fork_rng(devices=[]):
+        # The generator is process-wide: without the lock two threads building models
+        # at once would interleave their draws and both get wrong "seeded" weights.
+        with _rng_lock, torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(seed)
             module: torch.nn.Module = factory()
 

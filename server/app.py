@@ -1,0 +1,322 @@
+"""The HTTP gateway: `create_app(config)` builds a FastAPI app around one Dispatcher.
+
+All state lives on `app.state.gateway`, built in the lifespan and torn down
+there; nothing is global. Startup returns at once: ONNX export and model loading
+run in a background task, so /healthz answers during them and /readyz turns 200
+when every lane has loaded and warmed every configured model.
+
+POST /infer (server/infer.py) takes either a JSON body (`InferRequest`) or a
+binary tensor body (`application/octet-stream` with X-Shape/X-Dtype, or
+`application/x-npy`) whose options come from query parameters or X-Model/
+X-Class/... headers; the OpenAPI schema documents both forms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from scheduling.scheduler import Scheduler
+from scheduling.tokens import FP16_FACTOR, TOKENS_PER_SAMPLE
+from server.codecs import OCTET_STREAM
+from server.config import GatewayConfig, ModelConfig
+from server.dispatcher import Dispatcher
+from server.errors import Unavailable, error_response, install_error_handlers
+from server.infer import BINARY_OPTIONS, handle_infer
+from server.lanes import LanePool, build_pool, dispatch_cap, export_models
+from server.metrics import GatewayMetrics
+from server.schemas import ErrorBody, InferRequest, InferResponse
+from server.stats import SlidingWindowStats
+from workloads.specs import WorkloadSpec
+
+log = logging.getLogger("mlws.server")
+
+
+@dataclass
+class Gateway:
+    """One running gateway's state (app.state.gateway)."""
+
+    config: GatewayConfig
+    specs: dict[str, WorkloadSpec]
+    scheduler: Scheduler
+    pool: LanePool
+    dispatcher: Dispatcher
+    metrics: GatewayMetrics
+    stats: SlidingWindowStats
+    #: exporting → loading → ready (or failed).
+    phase: str = "starting"
+    loader: asyncio.Task[None] | None = None
+    ids: itertools.count[int] = field(default_factory=itertools.count)
+
+    @property
+    def ready(self) -> bool:
+        """Every lane loaded and warmed, and not shutting down."""
+        return self.phase == "ready" and self.pool.ready and not self.dispatcher.draining
+
+    @property
+    def accepting(self) -> bool:
+        """Whether /infer takes requests: started up and not shutting down.
+
+        A lane restarting after a worker crash does not stop admission: its
+        dispatches wait for the new worker, the other lanes keep serving.
+        """
+        return self.phase == "ready" and not self.dispatcher.draining
+
+    def not_ready_reason(self) -> str:
+        """Why /readyz is 503."""
+        if self.dispatcher.draining:
+            return "server is shutting down"
+        if self.phase == "failed":
+            return f"startup failed: {self.pool.error}"
+        if self.phase == "ready":
+            down = [str(lane.index) for lane in self.pool.lanes if not lane.ready]
+            return f"lane(s) {', '.join(down)} restarting"
+        return f"not ready: {self.phase} models"
+
+    def begin_drain(self) -> None:
+        """Shutdown has begun (uvicorn got SIGTERM): drain within drain_timeout_s."""
+        self.dispatcher.begin_drain(self.config.drain_timeout_s)
+
+
+def register_models(config: GatewayConfig) -> dict[str, WorkloadSpec]:
+    """Register user ONNX files and return the spec of every configured model."""
+    from workloads.registry import get_workload, register_onnx_file
+
+    specs = {}
+    for model in config.models:
+        if model.onnx_file is not None:
+            register_onnx_file(model.onnx_file, model.name)
+        specs[model.name] = get_workload(model.name).spec
+    return specs
+
+
+def unregister_models(config: GatewayConfig) -> None:
+    """Undo `register_models`: the workload catalogue is process-wide."""
+    from workloads.registry import unregister_onnx_file
+
+    for model in config.models:
+        if model.onnx_file is not None:
+            with contextlib.suppress(KeyError):
+                unregister_onnx_file(model.name)
+
+
+def build_gateway(config: GatewayConfig) -> Gateway:
+    """Every component of one gateway, not started."""
+    specs = register_models(config)
+    metrics = GatewayMetrics()
+    for name in specs:
+        metrics.register_model(name)
+    stats = SlidingWindowStats(config.stats_window_s)
+    scheduler = Scheduler(config.scheduler, {n: s.token_base for n, s in specs.items()})
+    pool = build_pool(config, specs)
+    dispatcher = Dispatcher(scheduler, pool, metrics, stats)
+    return Gateway(config, specs, scheduler, pool, dispatcher, metrics, stats)
+
+
+async def _load(gw: Gateway) -> None:
+    """Background startup: export ONNX once in this process, then start every lane."""
+    gw.phase = "exporting"
+    try:
+        await asyncio.to_thread(export_models, gw.config)
+    except Exception as exc:
+        gw.pool.error = f"ONNX export failed: {type(exc).__name__}: {exc}"
+        gw.phase = "failed"
+        log.error("%s", gw.pool.error)
+        return
+    gw.phase = "loading"
+    await gw.pool.start()
+    gw.phase = "failed" if gw.pool.error else "ready"
+    if gw.phase == "ready":
+        log.info("ready: %d lane(s), models %s", len(gw.pool.lanes), ", ".join(gw.specs))
+
+
+def create_app(config: GatewayConfig | None = None) -> FastAPI:
+    """The gateway as an ASGI app; its state is built and closed in the lifespan."""
+    config = config or GatewayConfig()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        gw = build_gateway(config)
+        app.state.gateway = gw
+        gw.dispatcher.start()
+        gw.loader = asyncio.create_task(_load(gw), name="mlws-loader")
+        try:
+            yield
+        finally:
+            log.info("stopping: answering what is left, stopping lanes")
+            await gw.dispatcher.close()
+            gw.loader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await gw.loader
+            await gw.pool.close()
+            unregister_models(config)
+            log.info("stopped")
+
+    app = FastAPI(
+        title="mlws gateway",
+        version="0.1.0",
+        description=API_DESCRIPTION,
+        lifespan=lifespan,
+    )
+    install_error_handlers(app, config.retry_after_s)
+    _add_routes(app)
+    _document_infer_body(app)
+    return app
+
+
+API_DESCRIPTION = """SLO-aware inference gateway.
+
+**POST /infer** accepts two body forms:
+
+* `application/json`: an `InferRequest` with `inputs` (base64 float32 `{data, shape,
+  dtype}` or nested lists) or `batch_size` (the server synthesizes the input).
+* Binary tensors: `application/octet-stream` (raw little-endian float32; headers
+  `X-Shape: 32,3,224,224` and optional `X-Dtype: float32`) or `application/x-npy`
+  (a `.npy` file). Options go in query parameters `model`, `class`, `backend`,
+  `precision`, `slo_ms`, `return`, `top_k`, or in headers `X-Model`, `X-Class`,
+  `X-Backend`, `X-Precision`, `X-Slo-Ms`, `X-Return`, `X-Top-K` (a query parameter
+  wins over its header).
+
+Errors are an `ErrorBody` `{error, detail, field}`: 400 malformed JSON, 404 unknown
+model, 413 body/sample limit, 415 content type, 422 invalid input, 429 queue full
+(with `Retry-After`), 503 shed / worker failed / not ready / shutting down.
+"""
+
+
+def _add_routes(app: FastAPI) -> None:
+    errors: dict[int | str, dict[str, Any]] = {
+        code: {"model": ErrorBody} for code in (400, 404, 413, 415, 422, 429, 500, 503)
+    }
+
+    @app.post("/infer", response_model=InferResponse, responses=errors, tags=["inference"])
+    async def infer(request: Request) -> Response:
+        """Run one request (JSON or binary body) through the scheduler."""
+        return await handle_infer(request, request.app.state.gateway)
+
+    @app.get("/healthz", tags=["operations"])
+    async def healthz(request: Request) -> dict[str, Any]:
+        """The process is alive (always 200)."""
+        return {"status": "ok", "phase": request.app.state.gateway.phase}
+
+    @app.get("/readyz", tags=["operations"], responses={503: {"model": ErrorBody}})
+    async def readyz(request: Request) -> Response:
+        """200 once every model is loaded and warmed on every lane, else 503."""
+        gw: Gateway = request.app.state.gateway
+        if gw.ready:
+            return JSONResponse({"ready": True})
+        return error_response(Unavailable(gw.not_ready_reason()), gw.config.retry_after_s)
+
+    @app.get("/v1/models", tags=["operations"])
+    async def models(request: Request) -> dict[str, Any]:
+        """Served models: backends, precisions, token costs, shapes."""
+        gw: Gateway = request.app.state.gateway
+        return {"models": [_describe_model(gw, m) for m in gw.config.models]}
+
+    @app.get("/v1/lanes", tags=["operations"])
+    async def lanes(request: Request) -> dict[str, Any]:
+        """Per lane: kind, worker pid, ready, busy, restarts."""
+        gw: Gateway = request.app.state.gateway
+        rows = gw.pool.describe()
+        for row in rows:
+            row["threads"] = gw.config.lanes.threads()
+        return {"lanes": rows, "ready": gw.pool.ready}
+
+    @app.get("/metrics", tags=["operations"])
+    async def metrics(request: Request) -> Response:
+        """Prometheus exposition of every mlws_ series."""
+        body, content_type = request.app.state.gateway.metrics.render()
+        return Response(body, media_type=content_type)
+
+    @app.get("/stats", tags=["operations"])
+    async def stats(request: Request) -> dict[str, Any]:
+        """Per-class latency percentiles and SLO attainment over the sliding window."""
+        gw: Gateway = request.app.state.gateway
+        summary = gw.stats.summary(gw.dispatcher.clock())
+        summary["queue_depth"] = {c: gw.scheduler.queue_depth(c) for c in summary["classes"]}
+        summary["tokens_in_use"] = gw.scheduler.tokens_in_use
+        return summary
+
+
+def _describe_model(gw: Gateway, model: ModelConfig) -> dict[str, Any]:
+    spec = gw.specs[model.name]
+    return {
+        "name": model.name,
+        "backends": list(model.backends),
+        "precisions": list(model.precisions),
+        "default_backend": model.default_backend,
+        "default_precision": model.default_precision,
+        "input_shape": list(spec.input_shape),
+        "input_dtype": spec.input_dtype,
+        "output_shape": list(spec.output_shape),
+        "token_cost": {
+            "base": spec.token_base,
+            "per_sample": TOKENS_PER_SAMPLE,
+            "fp16_factor": FP16_FACTOR,
+        },
+        "max_dispatch_samples": {
+            p: dispatch_cap(gw.config.scheduler, spec.token_base, p) for p in model.precisions
+        },
+        "loaded": gw.pool.ready,
+    }
+
+
+def _document_infer_body(app: FastAPI) -> None:
+    """Describe POST /infer's three body forms and binary options in the OpenAPI schema."""
+    base_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = base_openapi()
+        ref = "#/components/schemas/{model}"
+        body = InferRequest.model_json_schema(ref_template=ref, by_alias=True)
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.update(body.pop("$defs", {}))
+        components["InferRequest"] = body
+        binary = {"schema": {"type": "string", "format": "binary"}}
+        operation = schema["paths"]["/infer"]["post"]
+        operation["requestBody"] = {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/InferRequest"}},
+                OCTET_STREAM: binary,
+                "application/x-npy": binary,
+            },
+        }
+        operation["parameters"] = _binary_parameters()
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _binary_parameters() -> list[dict[str, Any]]:
+    params: list[dict[str, Any]] = [
+        {
+            "name": name,
+            "in": "query",
+            "required": False,
+            "description": f"Binary bodies only (or header {header}).",
+            "schema": {"type": "string"},
+        }
+        for name, header in BINARY_OPTIONS.items()
+    ]
+    for header, text in (("X-Shape", "e.g. 32,3,224,224"), ("X-Dtype", "float32 only")):
+        params.append(
+            {
+                "name": header,
+                "in": "header",
+                "required": False,
+                "description": f"application/octet-stream bodies: {text}.",
+                "schema": {"type": "string"},
+            }
+        )
+    return params

@@ -1,0 +1,229 @@
+"""The gateway's configuration: one frozen, validated model, loadable from YAML.
+
+Every problem is reported at once, one line each, as `file: dotted.key: what is
+wrong` (e.g. `gw.yaml: lanes.kind: Input should be 'thread' or 'process'`). An
+unknown key is an error listing the allowed ones, never a silent default.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from scheduling.config import SchedulerConfig
+from scheduling.config_errors import ConfigError, KeyedError, parse_yaml, validate
+from scheduling.job import DEFAULT_SLO_S, JobClass
+from workloads.specs import RESNET18, RESNET50, TINY, VIT_B_16
+
+_FROZEN = ConfigDict(extra="forbid", frozen=True)
+#: Built-in workloads a model entry may name without an `onnx_file`.
+BUILTIN_MODELS: tuple[str, ...] = (RESNET18.name, RESNET50.name, VIT_B_16.name, TINY.name)
+#: Per-class queue bounds the gateway applies unless the config sets its own.
+DEFAULT_QUEUE_LIMIT: dict[str, int] = {"interactive": 64, "batch": 256}
+BackendName = Literal["onnx", "pytorch"]
+PrecisionName = Literal["fp32", "fp16"]
+
+
+#: A gateway config is unreadable or invalid; one line per problem.
+GatewayConfigError = ConfigError
+
+
+class ModelConfig(BaseModel):
+    """One model the gateway loads on every lane, on each backend × precision listed."""
+
+    model_config = _FROZEN
+
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        description="Workload name: a built-in (resnet18, resnet50, vit_b_16, tiny) or, "
+        "with onnx_file, the name a user's ONNX model is registered under.",
+    )
+    backends: tuple[BackendName, ...] = Field(
+        ("onnx",), min_length=1, description="Backends to load; the first is the default."
+    )
+    precisions: tuple[PrecisionName, ...] = Field(
+        ("fp32",), min_length=1, description="Precisions to load; the first is the default."
+    )
+    weights: str | None = Field(
+        None, description="A torchvision-compatible state_dict file; None: seeded random."
+    )
+    onnx_file: str | None = Field(
+        None, description="A user's .onnx file served under `name` (backend onnx only)."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelConfig:
+        for key in ("backends", "precisions"):
+            values = getattr(self, key)
+            if len(set(values)) != len(values):
+                raise KeyedError(key, f"lists a value twice: {list(values)}")
+        if self.onnx_file is None and self.name not in BUILTIN_MODELS:
+            raise KeyedError(
+                "name",
+                f"unknown model {self.name!r}; choose from {', '.join(BUILTIN_MODELS)} "
+                "or give onnx_file",
+            )
+        if self.onnx_file is not None:
+            if self.name in BUILTIN_MODELS:
+                raise KeyedError("name", f"{self.name!r} is a built-in; pick another for onnx_file")
+            if self.backends != ("onnx",):
+                raise KeyedError(
+                    "backends", f"onnx_file runs only on [onnx], got {list(self.backends)}"
+                )
+            if self.weights is not None:
+                raise KeyedError("weights", "weights and onnx_file exclude each other")
+        return self
+
+    @property
+    def default_backend(self) -> str:
+        """Backend used when a request names none."""
+        return self.backends[0]
+
+    @property
+    def default_precision(self) -> str:
+        """Precision used when a request names none."""
+        return self.precisions[0]
+
+
+class LaneConfig(BaseModel):
+    """The workers that run dispatches: how many, of which kind, with how many threads."""
+
+    model_config = _FROZEN
+
+    count: int = Field(2, ge=1, le=64, description="Number of lanes (concurrent workers).")
+    kind: Literal["thread", "process"] = Field(
+        "thread",
+        description="thread: a single-thread executor per lane in the server process; "
+        "process: a spawned worker process per lane, tensors via shared memory.",
+    )
+    threads_per_lane: int | None = Field(
+        None, ge=1, le=256, description="Intra-op threads per lane; None: cores ÷ count, ≥ 1."
+    )
+    start_timeout_s: float = Field(
+        300.0, gt=0, description="Longest a worker may take to load and warm its models."
+    )
+
+    def threads(self) -> int:
+        """Intra-op threads each lane's runners use."""
+        if self.threads_per_lane is not None:
+            return self.threads_per_lane
+        return max(1, (os.cpu_count() or 1) // self.count)
+
+
+def _default_models() -> tuple[ModelConfig, ...]:
+    return (ModelConfig(name=RESNET18.name),)
+
+
+def _default_scheduler() -> SchedulerConfig:
+    return SchedulerConfig(queue_limit=dict(DEFAULT_QUEUE_LIMIT))
+
+
+class GatewayConfig(BaseModel):
+    """Everything `mlws serve` needs; the embedded default serves ResNet-18 on ONNX fp32."""
+
+    model_config = _FROZEN
+
+    host: str = Field("127.0.0.1", min_length=1, description="Interface to listen on.")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port; 0 picks a free one.")
+    models: tuple[ModelConfig, ...] = Field(
+        default_factory=_default_models, description="Models to serve (at least one)."
+    )
+    lanes: LaneConfig = Field(default_factory=LaneConfig, description="Worker lanes.")
+    scheduler: SchedulerConfig = Field(
+        default_factory=_default_scheduler,
+        description="The scheduling core; scheduler.lanes follows lanes.count, and "
+        "queue_limit defaults to interactive 64, batch 256.",
+    )
+    max_body_mb: float = Field(
+        32.0,
+        gt=0,
+        le=4096,
+        description="Largest request body in MiB (32: a 32×3×224×224 float32 batch in "
+        "base64 JSON); larger bodies get 413.",
+    )
+    max_request_samples: int = Field(64, ge=1, description="Most samples in one request.")
+    drain_timeout_s: float = Field(
+        10.0, ge=0, le=3600, description="On SIGTERM, how long queued work may drain."
+    )
+    stats_window_s: float = Field(60.0, gt=0, description="Span of /stats percentiles.")
+    onnx_dir: str = Field("models/onnx", description="Cache of exported ONNX files.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Device of every runner.")
+    seed: int = Field(0, ge=0, description="Seed of random weights and synthesized inputs.")
+    default_slo_ms: dict[JobClass, Annotated[float, Field(gt=0, allow_inf_nan=False)]] = Field(
+        default_factory=lambda: {c: s * 1000 for c, s in DEFAULT_SLO_S.items()},
+        description="SLO per class when a request gives no slo_ms.",
+    )
+    retry_after_s: int = Field(1, ge=1, description="Retry-After of a 429 or 503 answer.")
+
+    @field_validator("models")
+    @classmethod
+    def _some_models(cls, value: tuple[ModelConfig, ...]) -> tuple[ModelConfig, ...]:
+        # A validator rather than min_length: min_length also fires when an item is bad.
+        if not value:
+            raise ValueError("list at least one model")
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _scheduler_follows_lanes(cls, data: Any) -> Any:
+        # scheduler.lanes and lanes.count describe one thing: fill the first from the
+        # second, and give the queue its gateway bounds unless the user set them.
+        if not isinstance(data, dict) or not isinstance(data.get("scheduler", {}), dict):
+            return data
+        lanes = data.get("lanes", {})
+        count = lanes.get("count", 2) if isinstance(lanes, dict) else getattr(lanes, "count", 2)
+        scheduler = dict(data.get("scheduler") or {})
+        scheduler.setdefault("lanes", count)
+        scheduler.setdefault("queue_limit", dict(DEFAULT_QUEUE_LIMIT))
+        return {**data, "scheduler": scheduler}
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> GatewayConfig:
+        if self.scheduler.lanes != self.lanes.count:
+            raise KeyedError(
+                "scheduler.lanes",
+                f"scheduler.lanes={self.scheduler.lanes} differs from lanes.count="
+                f"{self.lanes.count}; set only lanes.count",
+            )
+        names = [m.name for m in self.models]
+        if len(set(names)) != len(names):
+            raise KeyedError("models", f"lists a name twice: {names}")
+        return self
+
+    def model(self, name: str) -> ModelConfig | None:
+        """The configured model called `name`, or None."""
+        return next((m for m in self.models if m.name == name), None)
+
+    @property
+    def max_body_bytes(self) -> int:
+        """max_body_mb in bytes."""
+        return int(self.max_body_mb * (1 << 20))
+
+
+# ------------------------------------------------------------------- loading
+def load_gateway_config(path: str | Path) -> GatewayConfig:
+    """Read and validate a YAML gateway config.
+
+    Raises GatewayConfigError with one `file: dotted.key: problem` line per problem.
+    """
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise GatewayConfigError(f"{path}: cannot read config: {exc.strerror or exc}") from None
+    data = parse_yaml(text, str(path))
+    return parse_gateway_config({} if data is None else data, source=str(path))
+
+
+def parse_gateway_config(data: Any, source: str = "<config>") -> GatewayConfig:
+    """Validate an already-parsed mapping; errors are reported against `source`."""
+    config: GatewayConfig = validate(GatewayConfig, data, source)
+    return config

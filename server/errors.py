@@ -1,0 +1,185 @@
+"""Every error → HTTP status mapping of the gateway, in one place.
+
+Domain errors are raised where they happen (codecs, the scheduling core, lanes,
+the dispatcher) with the values that explain them; `error_response` turns any of
+them into a status, an `ErrorBody` and headers, and `install_error_handlers`
+routes FastAPI's exception handling through it. Nothing else chooses a status.
+
+| error                                   | status | `error`         |
+|-----------------------------------------|--------|-----------------|
+| malformed JSON                          | 400    | invalid_input   |
+| schema / InputError / bad query         | 422    | invalid_input   |
+| unknown model                           | 404    | unknown_model   |
+| unknown backend or precision of a model | 422    | invalid_input   |
+| body or samples over the limit          | 413    | too_large       |
+| JobTooLarge (never fits the tokens)     | 413    | too_large       |
+| unsupported Content-Type                | 415    | invalid_input   |
+| QueueFull                               | 429    | queue_full      |
+| shed (cannot meet its deadline)         | 503    | shed            |
+| worker died / lane failed               | 503    | worker_failed   |
+| not ready, shutting down                | 503    | unavailable     |
+| anything else                           | 500    | internal_error  |
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from backends.base import ChoiceError
+from scheduling.errors import JobTooLarge, QueueFull, UnknownWorkload
+from scheduling.job import Job
+from server.codecs import InputError, TooLargeError
+from server.lanes import LaneError
+from server.schemas import ErrorBody, error_body_from_validation
+
+log = logging.getLogger("mlws.server")
+
+
+class GatewayError(Exception):
+    """An error the gateway raises on purpose, with its status and `ErrorBody` code."""
+
+    status: int = 500
+    code: str = "internal_error"
+
+    def __init__(self, detail: str, *, field: str | None = None) -> None:
+        super().__init__(detail)
+        self.field = field
+
+
+class MalformedBody(GatewayError):
+    """The body is not parseable JSON (or not an object)."""
+
+    status, code = 400, "invalid_input"
+
+
+class UnknownModel(GatewayError):
+    """The request names a model the gateway does not serve."""
+
+    status, code = 404, "unknown_model"
+
+
+class UnknownOption(GatewayError):
+    """A backend or precision the named model is not loaded on."""
+
+    status, code = 422, "invalid_input"
+
+
+class BodyTooLarge(GatewayError):
+    """The body exceeds max_body_mb (by Content-Length or by counted bytes)."""
+
+    status, code = 413, "too_large"
+
+
+class UnsupportedMediaType(GatewayError):
+    """A Content-Type the route cannot read."""
+
+    status, code = 415, "invalid_input"
+
+
+class Unavailable(GatewayError):
+    """Not ready yet, or shutting down: retry later or elsewhere."""
+
+    status, code = 503, "unavailable"
+
+
+class Shed(GatewayError):
+    """The scheduler dropped the job: it could not meet its deadline."""
+
+    status, code = 503, "shed"
+
+
+class WorkerFailed(GatewayError):
+    """The dispatch carrying the job failed (worker died, runner raised)."""
+
+    status, code = 503, "worker_failed"
+
+
+def outcome_error(job: Job, aborted: str | None = None) -> GatewayError:
+    """The error a request gets for a job that did not end "ok"."""
+    if aborted is not None:
+        return Unavailable(aborted)
+    reason = job.error or "no reason given"
+    if job.outcome == "shed":
+        return Shed(f"shed: {reason}")
+    if job.outcome == "error":
+        return WorkerFailed(reason)
+    if job.outcome == "cancelled":
+        return Unavailable(reason)
+    return GatewayError(f"job {job.id} ended with outcome {job.outcome!r} and no outputs")
+
+
+def error_response(exc: BaseException, retry_after_s: int = 1) -> JSONResponse:
+    """The one mapping from an exception to the HTTP answer the client gets."""
+    status, body, retry = _classify(exc)
+    headers = {"Retry-After": str(retry_after_s)} if retry else None
+    if status >= 500 and not isinstance(exc, GatewayError):
+        log.error("internal error: %s", exc, exc_info=exc)
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+
+def _classify(exc: BaseException) -> tuple[int, ErrorBody, bool]:
+    """(status, body, whether a Retry-After applies) for `exc`."""
+    if isinstance(exc, GatewayError):
+        retry = exc.status in (429, 503)
+        return exc.status, ErrorBody(error=exc.code, detail=str(exc), field=exc.field), retry
+    if isinstance(exc, TooLargeError):
+        return 413, ErrorBody(error="too_large", detail=str(exc), field=exc.field), False
+    if isinstance(exc, InputError):
+        return 422, ErrorBody(error="invalid_input", detail=str(exc), field=exc.field), False
+    if isinstance(exc, QueueFull):
+        return 429, ErrorBody(error="queue_full", detail=str(exc), field="class"), True
+    if isinstance(exc, JobTooLarge):
+        return 413, ErrorBody(error="too_large", detail=str(exc), field="model"), False
+    if isinstance(exc, UnknownWorkload):
+        return 404, ErrorBody(error="unknown_model", detail=str(exc), field="model"), False
+    if isinstance(exc, ChoiceError):
+        return 422, ErrorBody(error="invalid_input", detail=str(exc)), False
+    if isinstance(exc, LaneError):
+        return 503, ErrorBody(error="worker_failed", detail=str(exc)), True
+    if isinstance(exc, RequestValidationError | ValidationError):
+        return _validation(exc.errors())
+    if isinstance(exc, StarletteHTTPException):
+        code = "not_found" if exc.status_code == 404 else "http_error"
+        return exc.status_code, ErrorBody(error=code, detail=str(exc.detail)), False
+    detail = f"internal error: {type(exc).__name__}: {exc}".splitlines()[0]
+    return 500, ErrorBody(error="internal_error", detail=detail), False
+
+
+def _validation(errors: Any) -> tuple[int, ErrorBody, bool]:
+    """Pydantic errors: 400 when the body is not JSON at all, else 422 naming the field."""
+    errors = list(errors)
+    for err in errors:
+        if err.get("type") in ("json_invalid", "json_type"):
+            message = str(err.get("msg", "invalid JSON"))
+            detail = f"body is not valid JSON: {message.removeprefix('Invalid JSON: ')}"
+            return 400, ErrorBody(error="invalid_input", detail=detail, field="body"), False
+    return 422, error_body_from_validation(errors), False
+
+
+def install_error_handlers(app: FastAPI, retry_after_s: int = 1) -> None:
+    """Route every exception FastAPI sees through `error_response`."""
+
+    async def handle(request: Request, exc: Exception) -> JSONResponse:
+        return error_response(exc, retry_after_s)
+
+    for exc_type in (
+        GatewayError,
+        InputError,
+        QueueFull,
+        JobTooLarge,
+        UnknownWorkload,
+        ChoiceError,
+        LaneError,
+        RequestValidationError,
+        ValidationError,
+        StarletteHTTPException,
+        Exception,
+    ):
+        app.add_exception_handler(exc_type, handle)

@@ -1,0 +1,288 @@
+"""POST /infer: read the body, decode it, submit a Job, wait for it (or the client leaving).
+
+Two body forms share the route, chosen by Content-Type: JSON (`InferRequest`),
+or a binary tensor (`application/octet-stream` with X-Shape/X-Dtype, or
+`application/x-npy`) whose options come from query parameters or their X-
+headers (`BINARY_OPTIONS`). The body is read with a running byte count, so no
+body over the limit is ever buffered; bodies above `INLINE_DECODE_BYTES` are
+parsed and decoded on a worker thread, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from fastapi import Request
+from fastapi.responses import Response
+
+from scheduling.job import Job
+from server.codecs import (
+    NPY_TYPES,
+    OCTET_STREAM,
+    TooLargeError,
+    conform_batch,
+    decode_b64_tensor,
+    decode_binary,
+    decode_nested_list,
+    encode_outputs,
+)
+from server.config import ModelConfig
+from server.dispatcher import JobResult
+from server.errors import (
+    BodyTooLarge,
+    Unavailable,
+    UnknownModel,
+    UnknownOption,
+    UnsupportedMediaType,
+    outcome_error,
+)
+from server.schemas import InferParams, InferQuery, InferRequest, InferResponse, Timing
+from workloads.specs import WorkloadSpec
+
+if TYPE_CHECKING:
+    from server.app import Gateway
+
+#: Bodies above this are parsed and decoded on a worker thread, not on the event loop.
+INLINE_DECODE_BYTES = 256 * 1024
+#: Output elements above which encoding the response moves off the event loop.
+INLINE_ENCODE_ELEMENTS = 50_000
+#: Binary-path options: query parameter name → fallback header.
+BINARY_OPTIONS: dict[str, str] = {
+    "model": "X-Model",
+    "class": "X-Class",
+    "backend": "X-Backend",
+    "precision": "X-Precision",
+    "slo_ms": "X-Slo-Ms",
+    "return": "X-Return",
+    "top_k": "X-Top-K",
+}
+
+
+@dataclass
+class _Parsed:
+    """A decoded request: its options and its input batch (None: synthesize)."""
+
+    params: InferParams
+    inputs: np.ndarray | None
+    samples: int
+
+
+async def handle_infer(request: Request, gw: Gateway) -> Response:
+    """Validate, submit, wait (or notice the client leaving), and answer."""
+    arrival = gw.dispatcher.clock()
+    if not gw.accepting:
+        raise Unavailable(gw.not_ready_reason())
+    parsed: _Parsed | None = None
+    try:
+        body = await read_body(request, gw.config.max_body_bytes)
+        parsed = await _parse(request, gw, body)
+        model, backend, precision = _resolve(gw, parsed.params)
+    except Exception:
+        model_name = parsed.params.model if parsed else "unknown"
+        job_class = parsed.params.job_class if parsed else "interactive"
+        gw.metrics.count_request(model_name, job_class, "invalid")
+        raise
+    params = parsed.params
+    slo_ms = params.slo_ms or gw.config.default_slo_ms[params.job_class]
+    job = Job(
+        id=next(gw.ids),
+        workload=model.name,
+        backend=backend,
+        precision=precision,
+        job_class=params.job_class,
+        samples=parsed.samples,
+        arrival=arrival,
+        deadline=arrival + slo_ms / 1e3,
+        payload=parsed.inputs,
+    )
+    future = gw.dispatcher.submit(job)
+    result = await _wait(request, gw, job, future)
+    if result is None:
+        return Response(status_code=499)  # the client is gone; nobody reads this
+    return await _respond(result, params, slo_ms)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, refusing more than `limit` bytes up front and while reading.
+
+    Content-Length is checked first; the running count catches chunked bodies
+    (and lying headers), so no body larger than the limit is ever buffered.
+    """
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise BodyTooLarge(_too_large(int(length), limit), field="body")
+    chunks, total = [], 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise BodyTooLarge(_too_large(total, limit, at_least=True), field="body")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(size: int, limit: int, at_least: bool = False) -> str:
+    mib = 1 << 20
+    more = "more than " if at_least else ""
+    return f"body of {more}{size / mib:.1f} MiB exceeds the {limit / mib:.1f} MiB limit"
+
+
+async def _parse(request: Request, gw: Gateway, body: bytes) -> _Parsed:
+    """Decode the body by Content-Type; large bodies are decoded on a worker thread."""
+    content_type = request.headers.get("content-type", "application/json")
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media == "application/json" or media.endswith("+json"):
+        decode = _decode_json
+        args: tuple[Any, ...] = (gw, body)
+    elif media == OCTET_STREAM or media in NPY_TYPES:
+        decode = _decode_binary
+        args = (gw, body, content_type, _binary_options(request))
+        args += (request.headers.get("x-shape"), request.headers.get("x-dtype"))
+    else:
+        raise UnsupportedMediaType(
+            f"content type {content_type!r} is not supported; send application/json, "
+            f"{OCTET_STREAM} or application/x-npy",
+            field="Content-Type",
+        )
+    if len(body) > INLINE_DECODE_BYTES:
+        # Parsing a 25 MB JSON body takes tens of milliseconds: not on the event loop.
+        return await asyncio.to_thread(decode, *args)
+    return decode(*args)
+
+
+def _decode_json(gw: Gateway, body: bytes) -> _Parsed:
+    request = InferRequest.model_validate_json(body)
+    if request.batch_size is not None:
+        _check_samples(request.batch_size, gw.config.max_request_samples, "batch_size")
+        _model_or_404(gw, request.model)
+        return _Parsed(request, None, request.batch_size)
+    spec = gw.specs.get(request.model) or _model_or_404(gw, request.model)
+    if isinstance(request.inputs, list):
+        array = decode_nested_list(request.inputs)
+    else:
+        assert request.inputs is not None  # InferRequest checks exactly one source
+        tensor = request.inputs
+        array = decode_b64_tensor(tensor.data, tensor.shape, tensor.dtype)
+    batch = conform_batch(array, spec, gw.config.max_request_samples)
+    return _Parsed(request, batch, len(batch))
+
+
+def _binary_options(request: Request) -> dict[str, str]:
+    """Options of a binary request: query parameters, else their X- headers."""
+    options = dict(request.query_params)
+    for name, header in BINARY_OPTIONS.items():
+        if name not in options and header.lower() in request.headers:
+            options[name] = request.headers[header.lower()]
+    return options
+
+
+def _decode_binary(
+    gw: Gateway,
+    body: bytes,
+    content_type: str,
+    options: dict[str, str],
+    shape: str | None,
+    dtype: str | None,
+) -> _Parsed:
+    params = InferQuery.model_validate(options)
+    spec = _model_or_404(gw, params.model)
+    array = decode_binary(body, content_type, shape, dtype)
+    batch = conform_batch(array, spec, gw.config.max_request_samples)
+    return _Parsed(params, batch, len(batch))
+
+
+def _check_samples(samples: int, limit: int, field_name: str) -> None:
+    if samples > limit:
+        raise TooLargeError(
+            field_name, f"{field_name}={samples} exceeds the limit of {limit} samples per request"
+        )
+
+
+def _model_or_404(gw: Gateway, name: str) -> WorkloadSpec:
+    spec = gw.specs.get(name)
+    if spec is None:
+        choices = ", ".join(gw.specs)
+        raise UnknownModel(f"unknown model {name!r}; choose from: {choices}", field="model")
+    return spec
+
+
+def _resolve(gw: Gateway, params: InferParams) -> tuple[ModelConfig, str, str]:
+    """The model's config and the backend and precision the request runs on."""
+    _model_or_404(gw, params.model)
+    model = gw.config.model(params.model)
+    assert model is not None
+    backend = params.backend or model.default_backend
+    if backend not in model.backends:
+        raise UnknownOption(
+            f"model {model.name!r} is not served on backend {backend!r}; "
+            f"choose from: {', '.join(model.backends)}",
+            field="backend",
+        )
+    precision = params.precision or model.default_precision
+    if precision not in model.precisions:
+        raise UnknownOption(
+            f"model {model.name!r} is not served at precision {precision!r}; "
+            f"choose from: {', '.join(model.precisions)}",
+            field="precision",
+        )
+    return model, backend, precision
+
+
+async def _wait(
+    request: Request, gw: Gateway, job: Job, future: asyncio.Future[JobResult]
+) -> JobResult | None:
+    """The job's result, or None if the client disconnected first (job cancelled)."""
+    disconnect = asyncio.create_task(_client_gone(request))
+    try:
+        await asyncio.wait({future, disconnect}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        # uvicorn cancels handlers when the graceful-shutdown timeout runs out.
+        gw.dispatcher.cancel(job)
+        raise
+    finally:
+        disconnect.cancel()
+    if future.done() and not future.cancelled():
+        return future.result()
+    gw.dispatcher.cancel(job)
+    return None
+
+
+async def _client_gone(request: Request) -> None:
+    # The body has been read, so the next ASGI message can only be the disconnect:
+    # this waits on the server's event, it does not poll.
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _respond(result: JobResult, params: InferParams, slo_ms: float) -> Response:
+    job = result.job
+    if result.aborted is not None or job.outcome != "ok" or result.outputs is None:
+        raise outcome_error(job, result.aborted)
+    outputs = result.outputs
+    if outputs.size > INLINE_ENCODE_ELEMENTS:
+        encoded = await asyncio.to_thread(encode_outputs, outputs, params.return_, params.top_k)
+    else:
+        encoded = encode_outputs(outputs, params.return_, params.top_k)
+    assert job.start is not None and job.end is not None and job.lane is not None
+    response = InferResponse(
+        request_id=uuid.uuid4().hex,
+        model=job.workload,
+        backend=job.backend,
+        precision=job.precision,
+        job_class=job.job_class,
+        outputs=encoded,
+        timing=Timing(
+            queue_ms=(job.start - job.arrival) * 1e3,
+            service_ms=(job.end - job.start) * 1e3,
+            e2e_ms=(job.end - job.arrival) * 1e3,
+        ),
+        slo_ms=slo_ms,
+        slo_met=job.slo_met,
+        batch_size=result.batch_size,
+        lane=job.lane,
+        samples=job.samples,
+    )
+    return Response(response.model_dump_json(by_alias=True), media_type="application/json")

@@ -1,0 +1,394 @@
+"""Lanes: the workers that run dispatches, and what both kinds of worker share.
+
+A lane owns loaded runners (one per model × backend × precision) with its own
+intra-op thread count, and runs one dispatch at a time:
+
+- `ThreadLane` (server/lanes_thread.py): a single-thread executor in the server
+  process;
+- `ProcessLane` (server/lanes_process.py): a spawned worker process; tensors go
+  through shared memory, only small metadata through the pipe.
+
+Both run the same worker-side code, `RunnerSet`: load and warm the runners,
+assemble a dispatch's rows into one batch (never on the event loop), run it, and
+check the output length. `LanePool` starts the lanes in the background after the
+parent has exported every ONNX graph once, so workers never race on an export.
+
+This module must stay importable without FastAPI or torch: spawned workers import it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from backends.base import LoadOptions, Runner
+from scheduling.config import SchedulerConfig
+from scheduling.scheduler import max_samples_within
+
+if TYPE_CHECKING:
+    from server.config import GatewayConfig
+    from workloads.specs import WorkloadSpec
+
+log = logging.getLogger("mlws.lanes")
+
+#: (workload, backend, precision): one loaded runner.
+RunnerKey = tuple[str, str, str]
+
+
+class LaneError(RuntimeError):
+    """A dispatch could not run on its lane; the message says why (sent to clients)."""
+
+
+class WorkerDied(LaneError):
+    """The lane's worker process exited (crash, OOM kill, SIGKILL)."""
+
+
+@dataclass(frozen=True)
+class RunnerSpec:
+    """One runner a worker loads: picklable, so it crosses to spawned workers."""
+
+    workload: str
+    backend: str
+    precision: str
+    #: Largest dispatch the scheduler can form for this group: the warm-up size.
+    max_samples: int
+    weights: str | None = None
+    #: A user's ONNX file, registered under `workload` in the worker too.
+    onnx_file: str | None = None
+    input_shape: tuple[int, ...] = ()
+    output_shape: tuple[int, ...] = ()
+
+    @property
+    def key(self) -> RunnerKey:
+        return (self.workload, self.backend, self.precision)
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything one lane's worker needs to load its runners."""
+
+    lane: int
+    runners: tuple[RunnerSpec, ...]
+    threads: int
+    device: str = "auto"
+    seed: int = 0
+    onnx_dir: str = "models/onnx"
+
+    def max_bytes(self, shape_of: str) -> int:
+        """Bytes of the largest float32 input ("input") or output ("output") batch."""
+        sizes = [
+            r.max_samples * math.prod(r.input_shape if shape_of == "input" else r.output_shape)
+            for r in self.runners
+        ]
+        return 4 * max(sizes, default=1)
+
+
+@dataclass
+class LaneBatch:
+    """One dispatch as a lane sees it; built on the loop without copying any tensor."""
+
+    dispatch_id: int
+    key: RunnerKey
+    #: Per part: (the job's whole input, or None for synthesized input; offset; count).
+    parts: list[tuple[np.ndarray | None, int, int]]
+
+    @property
+    def samples(self) -> int:
+        return sum(count for _, _, count in self.parts)
+
+
+@dataclass
+class LaneResult:
+    """What a lane returns: one output array per part, and the measured run time."""
+
+    outputs: list[np.ndarray]
+    service_s: float
+
+
+class Lane(Protocol):
+    """A worker that loads its runners and runs one dispatch at a time."""
+
+    index: int
+    kind: str
+    ready: bool
+    busy: bool
+    restarts: int
+    error: str | None
+
+    @property
+    def pid(self) -> int | None:
+        """The worker process id (process lanes), else None."""
+        ...
+
+    async def start(self) -> None:
+        """Load and warm every runner; raises LaneError if that fails."""
+        ...
+
+    async def run(self, batch: LaneBatch) -> LaneResult:
+        """Run one dispatch; raises LaneError (WorkerDied) if it cannot."""
+        ...
+
+    async def close(self) -> None:
+        """Stop the worker and release its resources."""
+        ...
+
+
+# ----------------------------------------------------------------- worker side
+class RunnerSet:
+    """A lane's loaded runners and synthetic inputs (runs in the lane's worker)."""
+
+    def __init__(self, spec: WorkerSpec) -> None:
+        self.spec = spec
+        self._runners: dict[RunnerKey, Runner] = {}
+        self._max_batch: dict[RunnerKey, int | None] = {}
+        self._synthetic: dict[str, np.ndarray] = {}
+
+    def load_all(self) -> None:
+        """Load every runner and warm it at batch 1 and at its largest dispatch."""
+        from backends.registry import load_runner
+        from workloads.registry import get_workload, register_onnx_file
+
+        for r in self.spec.runners:
+            if r.onnx_file is not None:
+                register_onnx_file(r.onnx_file, r.workload)
+            options = LoadOptions(
+                precision=r.precision,
+                device=self.spec.device,
+                threads=self.spec.threads,
+                seed=self.spec.seed,
+                weights=r.weights,
+                onnx_dir=self.spec.onnx_dir,
+            )
+            self._runners[r.key] = load_runner(r.workload, r.backend, options)
+            self._max_batch[r.key] = get_workload(r.workload).max_batch
+            for n in sorted({1, r.max_samples}):
+                self.run(r.key, self.synthetic(r.workload, n))
+
+    def synthetic(self, workload: str, samples: int) -> np.ndarray:
+        """`samples` rows of a cached random input buffer (a view, no copy)."""
+        buf = self._synthetic.get(workload)
+        if buf is None or len(buf) < samples:
+            spec = self._spec_of(workload)
+            rows = max(samples, max(r.max_samples for r in self.spec.runners))
+            rng = np.random.default_rng(self.spec.seed)
+            buf = rng.standard_normal((rows, *spec.input_shape), dtype=np.float32)
+            self._synthetic[workload] = buf
+        return buf[:samples]
+
+    def assemble(
+        self, workload: str, parts: Sequence[tuple[np.ndarray | None, int, int]]
+    ) -> np.ndarray:
+        """The dispatch's rows as one batch; a view when no copy is needed."""
+        n = sum(count for _, _, count in parts)
+        if all(payload is None for payload, _, _ in parts):
+            return self.synthetic(workload, n)
+        if len(parts) == 1:
+            payload, offset, count = parts[0]
+            return payload[offset : offset + count]  # type: ignore[index]
+        out = np.empty((n, *self._spec_of(workload).input_shape), dtype=np.float32)
+        self.fill_synthetic(workload, out, write_rows(parts, out))
+        return out
+
+    def fill_synthetic(
+        self, workload: str, out: np.ndarray, segments: Sequence[tuple[int, int]]
+    ) -> None:
+        """Fill rows [row, row + count) of `out` with synthetic input, per segment."""
+        for row, count in segments:
+            out[row : row + count] = self.synthetic(workload, count)
+
+    def run(self, key: RunnerKey, batch: np.ndarray) -> np.ndarray:
+        """Run one batch and check that one output row came back per input row."""
+        runner = self._runners.get(key)
+        if runner is None:
+            raise LaneError(f"lane {self.spec.lane} has no runner for {'/'.join(key)}")
+        if self._max_batch.get(key) == 1 and len(batch) > 1:
+            # A fixed-batch ONNX file: run sample by sample.
+            outputs = np.concatenate([runner.run(batch[i : i + 1]) for i in range(len(batch))])
+        else:
+            outputs = runner.run(batch)
+        if outputs.ndim < 1 or outputs.shape[0] != batch.shape[0]:
+            raise LaneError(
+                f"model {key[0]} returned {outputs.shape[0] if outputs.ndim else 0} output rows "
+                f"for a batch of {batch.shape[0]}"
+            )
+        return outputs
+
+    def close(self) -> None:
+        """Release every runner."""
+        for runner in self._runners.values():
+            runner.close()
+        self._runners.clear()
+
+    def input_shape(self, workload: str) -> tuple[int, ...]:
+        """Shape of one input sample of `workload`."""
+        return self._spec_of(workload).input_shape
+
+    def _spec_of(self, workload: str) -> RunnerSpec:
+        return next(r for r in self.spec.runners if r.workload == workload)
+
+
+def write_rows(
+    parts: Sequence[tuple[np.ndarray | None, int, int]], out: np.ndarray
+) -> list[tuple[int, int]]:
+    """Copy the real parts' rows into `out`; return (row, count) of the synthetic ones."""
+    synthetic, row = [], 0
+    for payload, offset, count in parts:
+        if payload is None:
+            synthetic.append((row, count))
+        else:
+            out[row : row + count] = payload[offset : offset + count]
+        row += count
+    return synthetic
+
+
+def split_outputs(outputs: np.ndarray, counts: Sequence[int]) -> list[np.ndarray]:
+    """Row views of `outputs`, one per part, in dispatch order."""
+    views, row = [], 0
+    for count in counts:
+        views.append(outputs[row : row + count])
+        row += count
+    return views
+
+
+def timed_run(runners: RunnerSet, key: RunnerKey, batch: np.ndarray) -> tuple[np.ndarray, float]:
+    """Run a batch and return its outputs with the measured service time (seconds)."""
+    t0 = time.perf_counter()
+    outputs = runners.run(key, batch)
+    return outputs, time.perf_counter() - t0
+
+
+# ------------------------------------------------------------------ parent side
+def dispatch_cap(scheduler: SchedulerConfig, token_base: int, precision: str) -> int:
+    """Most samples any dispatch of one model can carry (the warm-up and shm size)."""
+    split = scheduler.max_dispatch_samples or scheduler.tokens.capacity
+    cap = max(split, scheduler.batch_cap())
+    fits = max_samples_within(token_base, precision, scheduler.tokens.capacity)
+    return max(1, min(cap, fits))
+
+
+@dataclass
+class LanePool:
+    """Every lane, started in the background; `ready` once all have loaded."""
+
+    lanes: list[Any]
+    #: Why starting failed, if it did (shown by /readyz).
+    error: str | None = None
+    _started: bool = field(default=False, repr=False)
+
+    @property
+    def ready(self) -> bool:
+        """Whether every lane has loaded and warmed its runners."""
+        return self._started and all(lane.ready for lane in self.lanes)
+
+    async def start(self) -> None:
+        """Start every lane at once; records (and logs) the first failure."""
+        results = await asyncio.gather(
+            *(lane.start() for lane in self.lanes), return_exceptions=True
+        )
+        failures = [
+            f"lane {i}: {' '.join(str(r).split())}"  # one line, whatever the message
+            for i, r in enumerate(results)
+            if isinstance(r, Exception)
+        ]
+        if failures:
+            self.error = "; ".join(failures)
+            log.error("lanes failed to start: %s", self.error)
+        self._started = True
+
+    async def run(self, lane: int, batch: LaneBatch) -> LaneResult:
+        """Run `batch` on lane `lane`."""
+        return await self.lanes[lane].run(batch)
+
+    async def close(self) -> None:
+        """Stop every worker (and release shared memory)."""
+        await asyncio.gather(*(lane.close() for lane in self.lanes), return_exceptions=True)
+
+    def describe(self) -> list[dict[str, Any]]:
+        """Per lane, for GET /v1/lanes."""
+        return [
+            {
+                "lane": lane.index,
+                "kind": lane.kind,
+                "pid": lane.pid,
+                "ready": lane.ready,
+                "busy": lane.busy,
+                "restarts": lane.restarts,
+                "error": lane.error,
+            }
+            for lane in self.lanes
+        ]
+
+
+def runner_specs(config: GatewayConfig, specs: dict[str, WorkloadSpec]) -> tuple[RunnerSpec, ...]:
+    """One RunnerSpec per configured model × backend × precision."""
+    out = []
+    for model in config.models:
+        spec = specs[model.name]
+        for backend in model.backends:
+            for precision in model.precisions:
+                out.append(
+                    RunnerSpec(
+                        workload=model.name,
+                        backend=backend,
+                        precision=precision,
+                        max_samples=dispatch_cap(config.scheduler, spec.token_base, precision),
+                        weights=model.weights,
+                        onnx_file=model.onnx_file,
+                        input_shape=tuple(spec.input_shape),
+                        output_shape=tuple(spec.output_shape),
+                    )
+                )
+    return tuple(out)
+
+
+def export_models(config: GatewayConfig) -> None:
+    """Export every in-tree model served on ONNX once, here, before any worker starts.
+
+    Workers then find an up-to-date file and only open it, instead of racing to
+    export the same graph (the exporter's file lock would serialise them anyway,
+    but each would pay for building the module first).
+    """
+    from backends.onnx_backend import fp16_copy
+    from backends.onnx_export import export_onnx
+    from workloads.registry import get_workload
+
+    for model in config.models:
+        if "onnx" not in model.backends or model.onnx_file is not None:
+            continue
+        log.info("exporting %s to ONNX (cached in %s)", model.name, config.onnx_dir)
+        path = export_onnx(
+            get_workload(model.name), config.onnx_dir, seed=config.seed, weights=model.weights
+        )
+        if "fp16" in model.precisions:
+            fp16_copy(path)
+
+
+def build_pool(config: GatewayConfig, specs: dict[str, WorkloadSpec]) -> LanePool:
+    """The configured lanes (not started)."""
+    runners = runner_specs(config, specs)
+    lanes: list[Any] = []
+    for index in range(config.lanes.count):
+        worker = WorkerSpec(
+            lane=index,
+            runners=runners,
+            threads=config.lanes.threads(),
+            device=config.device,
+            seed=config.seed,
+            onnx_dir=config.onnx_dir,
+        )
+        if config.lanes.kind == "process":
+            from server.lanes_process import ProcessLane
+
+            lanes.append(ProcessLane(worker, config.lanes.start_timeout_s))
+        else:
+            from server.lanes_thread import ThreadLane
+
+            lanes.append(ThreadLane(worker))
+    return LanePool(lanes)

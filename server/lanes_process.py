@@ -1,0 +1,304 @@
+"""Process lanes: one spawned worker process per lane, tensors through shared memory.
+
+Parent side (`ProcessLane`): a single-thread executor per lane writes the
+dispatch's real rows into the lane's input block, sends a small message (names,
+shapes, row ranges of synthetic input), and waits on the pipe *and* the process
+sentinel, so a worker that dies mid-dispatch fails that dispatch at once instead
+of hanging it. A watcher thread per worker notices a death while idle too; the
+lane then restarts its worker (counted in `restarts`) and is not ready until the
+new worker has loaded and warmed its models. Runs queued for the lane wait for
+the restart on the lane's executor.
+
+Worker side (`worker_main`): load and warm the runners, then serve run messages
+until the parent says stop or goes away (EOF on the pipe).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import multiprocessing as mp
+import os
+import signal
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+from server.lanes import (
+    LaneBatch,
+    LaneError,
+    LaneResult,
+    RunnerSet,
+    WorkerDied,
+    WorkerSpec,
+    split_outputs,
+    timed_run,
+    write_rows,
+)
+from server.shm import AttachedBlocks, ShmBlock
+
+log = logging.getLogger("mlws.lanes")
+
+
+class ProcessLane:
+    """A lane whose worker is a spawned process with its own runners."""
+
+    kind = "process"
+
+    def __init__(self, spec: WorkerSpec, start_timeout_s: float = 300.0) -> None:
+        self.index = spec.lane
+        self.spec = spec
+        self.ready = False
+        self.busy = False
+        self.restarts = 0
+        self.error: str | None = None
+        self._start_timeout_s = start_timeout_s
+        self._shapes = {r.key: (r.input_shape, r.output_shape) for r in spec.runners}
+        self._in = ShmBlock(spec.max_bytes("input"))
+        self._out = ShmBlock(spec.max_bytes("output"))
+        self._proc: Any = None
+        self._conn: Connection | None = None
+        # Bumped per spawned worker, so that a late death notice of an old one is ignored.
+        self._generation = 0
+        self._closing = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"lane{spec.lane}")
+
+    @property
+    def pid(self) -> int | None:
+        """The current worker's process id."""
+        return self._proc.pid if self._proc is not None else None
+
+    async def start(self) -> None:
+        """Spawn the worker and wait until it has loaded and warmed its runners."""
+        self._loop = asyncio.get_running_loop()
+        await self._loop.run_in_executor(self._executor, self._spawn)
+
+    async def run(self, batch: LaneBatch) -> LaneResult:
+        """Run `batch` in the worker (restarting it first if it died)."""
+        assert self._loop is not None, "start() first"
+        try:
+            return await self._loop.run_in_executor(self._executor, self._run_sync, batch)
+        finally:
+            self.busy = False
+
+    async def close(self) -> None:
+        """Stop the worker (terminate, then kill) and unlink the shared memory."""
+        self._closing = True
+        self.ready = False
+        proc = self._proc
+        if proc is not None and proc.is_alive():
+            # From the loop thread: a run in flight on the lane thread sees the
+            # sentinel fire and fails at once instead of holding the shutdown.
+            proc.terminate()
+        await asyncio.to_thread(self._finish_close)
+
+    # ------------------------------------------------------- lane thread only
+    def _spawn(self) -> None:
+        log.info("loading lane %d (process, %d threads)", self.index, self.spec.threads)
+        ctx = mp.get_context("spawn")
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(
+            target=worker_main, args=(child, self.spec), name=f"mlws-lane{self.index}", daemon=True
+        )
+        proc.start()
+        child.close()  # the worker holds the only other end: its death gives us EOF
+        self._proc, self._conn = proc, parent
+        self._generation += 1
+        try:
+            msg = self._receive(self._start_timeout_s)
+        except LaneError as exc:
+            self._stop_worker()
+            self.error = str(exc)
+            raise
+        if msg[0] != "ready":
+            self._stop_worker()
+            self.error = str(msg[1])
+            raise LaneError(f"lane {self.index} failed to load its models: {msg[1]}")
+        self._watch(proc, self._generation)
+        self.ready = True
+        self.error = None
+        log.info("lane %d ready (pid %d)", self.index, proc.pid)
+
+    def _ensure_alive(self) -> None:
+        if self._closing:
+            raise LaneError(f"lane {self.index} is shutting down")
+        if self._proc is not None and self._proc.is_alive():
+            return
+        reason = self._death_reason()
+        self.restarts += 1
+        log.warning("lane %d: worker %s; restarting (#%d)", self.index, reason, self.restarts)
+        self._stop_worker()
+        self._spawn()
+
+    def _run_sync(self, batch: LaneBatch) -> LaneResult:
+        self._ensure_alive()
+        n = batch.samples
+        in_shape, out_shape = self._shapes[batch.key]
+        in_name = None
+        synthetic = [(0, n)]
+        if any(payload is not None for payload, _, _ in batch.parts):
+            self._in.ensure(4 * n * math.prod(in_shape))
+            view = self._in.array((n, *in_shape))
+            synthetic = write_rows(batch.parts, view)
+            del view  # no export of the block may outlive this call (it may be replaced)
+            in_name = self._in.name
+        self._out.ensure(4 * n * math.prod(out_shape))
+        message = ("run", batch.dispatch_id, batch.key, n, in_name, synthetic, self._out.name)
+        try:
+            assert self._conn is not None
+            self._conn.send(message)
+        except OSError:  # BrokenPipeError and friends: the worker is gone
+            self.ready = False
+            raise WorkerDied(self._died_message(batch.dispatch_id)) from None
+        self.busy = True  # set only once the worker holds the dispatch (see /v1/lanes)
+        reply = self._receive(None, batch.dispatch_id)
+        if reply[0] != "done":
+            raise LaneError(f"lane {self.index}: {reply[2]}")
+        _, _, shape, service_s = reply
+        outputs = self._out.array(tuple(shape)).copy()  # the block is reused by the next run
+        return LaneResult(split_outputs(outputs, [c for _, _, c in batch.parts]), service_s)
+
+    def _receive(self, timeout: float | None, dispatch_id: int | None = None) -> Any:
+        """The worker's next message; WorkerDied if it exits first."""
+        assert self._conn is not None and self._proc is not None
+        ready = wait([self._conn, self._proc.sentinel], timeout)
+        if not ready:
+            raise LaneError(f"lane {self.index}: worker did not answer within {timeout:.0f} s")
+        if self._conn in ready:
+            try:
+                return self._conn.recv()
+            except (EOFError, OSError):
+                pass
+        self.ready = False
+        raise WorkerDied(self._died_message(dispatch_id))
+
+    def _died_message(self, dispatch_id: int | None) -> str:
+        what = "while loading" if dispatch_id is None else f"while running dispatch {dispatch_id}"
+        return f"worker process of lane {self.index} {self._death_reason()} {what}"
+
+    def _death_reason(self) -> str:
+        proc = self._proc
+        if proc is None:
+            return "was not started"
+        proc.join(timeout=2.0)
+        code = proc.exitcode
+        if code is None:
+            return f"(pid {proc.pid}) stopped answering"
+        if code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            return f"(pid {proc.pid}) was killed by {name}"
+        return f"(pid {proc.pid}) exited with code {code}"
+
+    def _stop_worker(self) -> None:
+        proc, conn = self._proc, self._conn
+        if conn is not None:
+            conn.close()
+        if proc is not None:
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(timeout=2.0)
+            if proc.is_alive():
+                proc.kill()
+            proc.join(timeout=2.0)
+
+    def _finish_close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        self._stop_worker()
+        self._in.close()
+        self._out.close()
+
+    # ------------------------------------------------------- death watching
+    def _watch(self, proc: Any, generation: int) -> None:
+        # A daemon thread per worker blocks on its sentinel: the only way to notice a
+        # death while the lane is idle without polling.
+        def watch() -> None:
+            wait([proc.sentinel])
+            loop = self._loop
+            if loop is not None and not loop.is_closed():
+                # RuntimeError: the loop closed in between.
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(self._on_death, generation)
+
+        threading.Thread(target=watch, name=f"lane{self.index}-watch", daemon=True).start()
+
+    def _on_death(self, generation: int) -> None:
+        """On the loop: the worker of `generation` exited; restart it on the lane thread."""
+        if self._closing or generation != self._generation or self._loop is None:
+            return
+        self.ready = False
+        future = self._loop.run_in_executor(self._executor, self._ensure_alive)
+        future.add_done_callback(self._restart_done)
+
+    def _restart_done(self, future: Future[None] | asyncio.Future[None]) -> None:
+        if not future.cancelled() and future.exception() is not None:
+            log.error("lane %d: restart failed: %s", self.index, future.exception())
+
+
+# ------------------------------------------------------------------ worker side
+def worker_main(conn: Connection, spec: WorkerSpec) -> None:
+    """Entry point of a lane's worker process."""
+    # Ctrl-C reaches the whole process group; shutdown is the parent's decision.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    runners = RunnerSet(spec)
+    try:
+        runners.load_all()
+    except Exception as exc:
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+        return
+    conn.send(("ready", os.getpid()))
+    blocks = AttachedBlocks()
+    try:
+        _serve(conn, runners, blocks)
+    finally:
+        blocks.close()
+        runners.close()
+
+
+def _serve(conn: Connection, runners: RunnerSet, blocks: AttachedBlocks) -> None:
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return  # the parent is gone
+        if msg[0] == "stop":
+            return
+        _, dispatch_id, key, n, in_name, synthetic, out_name = msg
+        try:
+            reply = _run_one(runners, blocks, key, n, in_name, synthetic, out_name)
+        except Exception as exc:
+            reply = ("fail", dispatch_id, f"{type(exc).__name__}: {exc}")
+        else:
+            reply = ("done", dispatch_id, *reply)
+        conn.send(reply)
+
+
+def _run_one(
+    runners: RunnerSet,
+    blocks: AttachedBlocks,
+    key: tuple[str, str, str],
+    n: int,
+    in_name: str | None,
+    synthetic: list[tuple[int, int]],
+    out_name: str,
+) -> tuple[tuple[int, ...], float]:
+    """Run one dispatch; returns the output shape (written to `out_name`) and its time."""
+    workload = key[0]
+    if in_name is not None:
+        blocks.keep_only({in_name, out_name})  # detach from blocks the parent replaced
+    if in_name is None:
+        batch = runners.synthetic(workload, n)
+    else:
+        batch = blocks.array(in_name, (n, *runners.input_shape(workload)))
+        runners.fill_synthetic(workload, batch, synthetic)
+    outputs, service_s = timed_run(runners, key, batch)
+    del batch
+    out = blocks.array(out_name, outputs.shape)
+    out[...] = outputs
+    return tuple(outputs.shape), service_s

@@ -1,0 +1,82 @@
+"""Thread lanes: one single-thread executor per lane, inside the server process.
+
+Why one thread per lane: runners are not thread-safe, and a lane runs one
+dispatch at a time anyway; a dedicated thread also keeps the lane's thread-local
+state (PyTorch's intra-op setting, ONNX Runtime's session) in one place. The
+event loop only awaits the executor's future: batch assembly, inference and
+output splitting all happen on the lane's thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+from server.lanes import (
+    LaneBatch,
+    LaneError,
+    LaneResult,
+    RunnerSet,
+    WorkerSpec,
+    split_outputs,
+    timed_run,
+)
+
+log = logging.getLogger("mlws.lanes")
+
+
+class ThreadLane:
+    """A lane whose worker is a dedicated thread of the server process."""
+
+    kind = "thread"
+
+    def __init__(self, spec: WorkerSpec) -> None:
+        self.index = spec.lane
+        self.spec = spec
+        self.ready = False
+        self.busy = False
+        self.restarts = 0
+        self.error: str | None = None
+        self._runners = RunnerSet(spec)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"lane{spec.lane}")
+
+    @property
+    def pid(self) -> int | None:
+        """Thread lanes have no process of their own."""
+        return None
+
+    async def start(self) -> None:
+        """Load and warm the runners on the lane's thread."""
+        log.info("loading lane %d (thread, %d threads)", self.index, self.spec.threads)
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._executor, self._runners.load_all)
+        except Exception as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
+            raise LaneError(f"lane {self.index} failed to load its models: {self.error}") from exc
+        self.ready = True
+        log.info("lane %d ready", self.index)
+
+    async def run(self, batch: LaneBatch) -> LaneResult:
+        """Assemble, run and split `batch` on the lane's thread."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, self._run_sync, batch)
+        finally:
+            self.busy = False
+
+    def _run_sync(self, batch: LaneBatch) -> LaneResult:
+        self.busy = True  # on the lane thread: busy means running, not merely queued
+        inputs = self._runners.assemble(batch.key[0], batch.parts)
+        outputs, service_s = timed_run(self._runners, batch.key, inputs)
+        return LaneResult(split_outputs(outputs, [c for _, _, c in batch.parts]), service_s)
+
+    async def close(self) -> None:
+        """Release the runners once the thread is idle."""
+        self.ready = False
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._executor, self._runners.close)
+        finally:
+            self._executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,140 @@
+"""`mlws serve`: run the gateway on uvicorn (httptools, one worker).
+
+Shutdown on SIGTERM/SIGINT is graceful: the gateway stops taking new requests
+(uvicorn closes its listening socket, the dispatcher refuses new jobs), queued
+and running work drains for `drain_timeout_s`, whatever is left is answered
+503, lanes stop (worker processes killed, shared memory unlinked), and the
+process exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import uvicorn
+from fastapi import FastAPI
+
+from server.config import GatewayConfig, load_gateway_config, parse_gateway_config
+
+log = logging.getLogger("mlws.server")
+#: uvicorn waits this much longer than the drain, so drain answers are flushed first.
+SHUTDOWN_MARGIN_S = 5.0
+
+
+class GatewayServer(uvicorn.Server):
+    """uvicorn.Server that tells the gateway when shutdown starts, and exits 0 after it."""
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """Start the gateway's drain, then let uvicorn close sockets and wait."""
+        app = self.config.app
+        gateway = getattr(getattr(app, "state", None), "gateway", None)
+        if gateway is not None:
+            gateway.begin_drain()
+        await super().shutdown(sockets)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # uvicorn re-raises the captured signal after a graceful shutdown, so that the
+        # process would die *by* SIGTERM; a drained gateway exits 0 instead.
+        with super().capture_signals():
+            try:
+                yield
+            finally:
+                # Cleared before uvicorn's context manager resumes and re-raises them.
+                self._captured_signals.clear()
+
+
+def uvicorn_config(app: FastAPI, config: GatewayConfig, **overrides: object) -> uvicorn.Config:
+    """The uvicorn settings the gateway runs with (httptools, one worker)."""
+    settings: dict[str, object] = {
+        "host": config.host,
+        "port": config.port,
+        "http": "httptools",
+        "workers": 1,
+        "lifespan": "on",
+        "timeout_graceful_shutdown": config.drain_timeout_s + SHUTDOWN_MARGIN_S,
+        "log_level": "info",
+        "access_log": False,
+    }
+    settings.update(overrides)
+    return uvicorn.Config(app, **settings)  # type: ignore[arg-type]
+
+
+def run_server(config: GatewayConfig) -> int:
+    """Serve until SIGTERM/SIGINT; returns the exit status."""
+    from server.app import create_app
+
+    app = create_app(config)
+    server = GatewayServer(uvicorn_config(app, config))
+    print(f"mlws gateway on http://{config.host}:{config.port} (docs at /docs)", flush=True)
+    server.run()
+    return 0 if server.started else 3
+
+
+def preflight(config: GatewayConfig) -> None:
+    """Refuse, before anything starts, what could only fail later in a worker.
+
+    Raises ValueError (one line) for a missing weights or ONNX file, an ONNX file
+    the catalogue cannot read, or a precision/device no backend here can run.
+    """
+    from backends.devices import ort_cuda_available, resolve_device, torch_cuda_available
+    from workloads.onnx_file import inspect_onnx_file
+
+    for i, model in enumerate(config.models):
+        for key in ("weights", "onnx_file"):
+            path = getattr(model, key)
+            if path is not None and not Path(path).is_file():
+                raise ValueError(f"models.{i}.{key}: file not found: {path}")
+        if model.onnx_file is not None:
+            inspect_onnx_file(model.onnx_file, model.name)
+        for backend in model.backends:
+            cuda = ort_cuda_available() if backend == "onnx" else torch_cuda_available()
+            for precision in model.precisions:
+                try:
+                    resolve_device(config.device, precision, cuda)
+                except ValueError as exc:
+                    raise ValueError(f"models.{i}.precisions: {exc}") from None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """`mlws serve`: load the config (or the embedded default) and serve."""
+    config = load_gateway_config(args.config) if args.config else GatewayConfig()
+    updates = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    if updates:
+        config = parse_gateway_config({**config.model_dump(), **updates}, source="command line")
+    preflight(config)
+    # Our start-up phases at INFO; other libraries (the ONNX exporter is chatty) at WARNING.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("mlws").setLevel(logging.INFO)
+    return run_server(config)
+
+
+def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Add `mlws serve [--config FILE] [--host H] [--port P]`."""
+    p = subparsers.add_parser("serve", help="run the inference gateway (HTTP API)")
+    p.add_argument("--config", metavar="FILE", help="gateway YAML (default: embedded default)")
+    p.add_argument("--host", default=None, help="interface to listen on (overrides config)")
+    p.add_argument("--port", type=int, default=None, help="TCP port (overrides config)")
+    p.set_defaults(func=cmd_serve)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry point (`python -m server.serve`), same as `mlws serve`."""
+    parser = argparse.ArgumentParser(prog="mlws")
+    add_serve_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["serve", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return cmd_serve(args)
+    except ValueError as exc:
+        print(f"mlws serve: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
