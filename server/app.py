@@ -24,6 +24,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from predictor.online import OnlineServiceTime
 from scheduling.scheduler import Scheduler
 from scheduling.tokens import FP16_FACTOR, TOKENS_PER_SAMPLE
 from server.codecs import OCTET_STREAM
@@ -31,7 +32,7 @@ from server.config import GatewayConfig, ModelConfig
 from server.dispatcher import Dispatcher
 from server.errors import Unavailable, error_response, install_error_handlers
 from server.infer import BINARY_OPTIONS, handle_infer
-from server.lanes import LanePool, build_pool, dispatch_cap, export_models
+from server.lanes import LaneBatch, LanePool, build_pool, dispatch_cap, export_models
 from server.metrics import GatewayMetrics
 from server.schemas import ErrorBody, InferRequest, InferResponse
 from server.stats import SlidingWindowStats
@@ -115,9 +116,10 @@ def build_gateway(config: GatewayConfig) -> Gateway:
     for name in specs:
         metrics.register_model(name)
     stats = SlidingWindowStats(config.stats_window_s)
-    scheduler = Scheduler(config.scheduler, {n: s.token_base for n, s in specs.items()})
+    service = OnlineServiceTime()
+    scheduler = Scheduler(config.scheduler, {n: s.token_base for n, s in specs.items()}, service)
     pool = build_pool(config, specs)
-    dispatcher = Dispatcher(scheduler, pool, metrics, stats)
+    dispatcher = Dispatcher(scheduler, pool, metrics, stats, service_model=service)
     return Gateway(config, specs, scheduler, pool, dispatcher, metrics, stats)
 
 
@@ -133,9 +135,38 @@ async def _load(gw: Gateway) -> None:
         return
     gw.phase = "loading"
     await gw.pool.start()
+    if not gw.pool.error:
+        gw.phase = "calibrating"
+        await _calibrate(gw)
     gw.phase = "failed" if gw.pool.error else "ready"
     if gw.phase == "ready":
         log.info("ready: %d lane(s), models %s", len(gw.pool.lanes), ", ".join(gw.specs))
+
+
+#: Timed runs per (model, backend, precision, size) before the gateway turns ready.
+CALIBRATION_RUNS = 3
+
+
+async def _calibrate(gw: Gateway) -> None:
+    """Seed the service-time model with timed runs at batch 1 and the largest dispatch.
+
+    Without it the scheduler knows no service times until traffic arrives, and
+    the first long batch dispatches would ignore max_dispatch_ms.
+    """
+    service = gw.dispatcher.service_model
+    if service is None:
+        return
+    for model in gw.config.models:
+        spec = gw.specs[model.name]
+        for backend in model.backends:
+            for precision in model.precisions:
+                cap = dispatch_cap(gw.config.scheduler, spec.token_base, precision)
+                key = (model.name, backend, precision)
+                for n in sorted({1, cap}):
+                    for _ in range(CALIBRATION_RUNS):
+                        result = await gw.pool.run(0, LaneBatch(-1, key, [(None, 0, n)]))
+                        service.observe(*key, n, result.service_s)
+    gw.scheduler.refresh_predictions()
 
 
 def create_app(config: GatewayConfig | None = None) -> FastAPI:

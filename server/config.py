@@ -29,6 +29,9 @@ _FROZEN = ConfigDict(extra="forbid", frozen=True)
 BUILTIN_MODELS: tuple[str, ...] = (RESNET18.name, RESNET50.name, VIT_B_16.name, TINY.name)
 #: Per-class queue bounds the gateway applies unless the config sets its own.
 DEFAULT_QUEUE_LIMIT: dict[str, int] = {"interactive": 64, "batch": 256}
+#: Service-time budget of one dispatch: half the interactive SLO, so an interactive
+#: job waits at most one such dispatch and still has half its budget to run.
+DEFAULT_MAX_DISPATCH_MS = 50.0
 BackendName = Literal["onnx", "pytorch"]
 PrecisionName = Literal["fp32", "fp16"]
 
@@ -124,7 +127,9 @@ def _default_models() -> tuple[ModelConfig, ...]:
 
 
 def _default_scheduler() -> SchedulerConfig:
-    return SchedulerConfig(queue_limit=dict(DEFAULT_QUEUE_LIMIT))
+    return SchedulerConfig(
+        queue_limit=dict(DEFAULT_QUEUE_LIMIT), max_dispatch_ms=DEFAULT_MAX_DISPATCH_MS
+    )
 
 
 class GatewayConfig(BaseModel):
@@ -140,8 +145,9 @@ class GatewayConfig(BaseModel):
     lanes: LaneConfig = Field(default_factory=LaneConfig, description="Worker lanes.")
     scheduler: SchedulerConfig = Field(
         default_factory=_default_scheduler,
-        description="The scheduling core; scheduler.lanes follows lanes.count, and "
-        "queue_limit defaults to interactive 64, batch 256.",
+        description="The scheduling core; scheduler.lanes follows lanes.count, "
+        "queue_limit defaults to interactive 64, batch 256, and max_dispatch_ms to 50 "
+        "(service times are learned from calibration runs and every dispatch).",
     )
     max_body_mb: float = Field(
         32.0,
@@ -184,6 +190,7 @@ class GatewayConfig(BaseModel):
         scheduler = dict(data.get("scheduler") or {})
         scheduler.setdefault("lanes", count)
         scheduler.setdefault("queue_limit", dict(DEFAULT_QUEUE_LIMIT))
+        scheduler.setdefault("max_dispatch_ms", DEFAULT_MAX_DISPATCH_MS)
         return {**data, "scheduler": scheduler}
 
     @model_validator(mode="after")

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from predictor.online import OnlineServiceTime
 from scheduling.job import JOB_CLASSES, Dispatch, Job, Part
 from scheduling.scheduler import Scheduler
 from server.errors import Unavailable
@@ -81,8 +82,11 @@ class Dispatcher:
         metrics: GatewayMetrics,
         stats: SlidingWindowStats,
         clock: Callable[[], float] = time.monotonic,
+        service_model: OnlineServiceTime | None = None,
     ) -> None:
         self.scheduler = scheduler
+        #: Learns from every completed dispatch; the scheduler's budget caps follow it.
+        self.service_model = service_model
         self.pool = pool
         self.metrics = metrics
         self.stats = stats
@@ -231,6 +235,7 @@ class Dispatcher:
                 self._finish(job, now)
         else:
             now = self.clock()
+            self._learn(dispatch, result.service_s)
             done = self.scheduler.complete(dispatch, now)
             for part, rows in zip(dispatch.parts, result.outputs, strict=True):
                 waiter = self._waiters.get(part.job.id)
@@ -244,6 +249,14 @@ class Dispatcher:
             self._publish()
 
     # ----------------------------------------------------------- helpers
+    def _learn(self, dispatch: Dispatch, service_s: float) -> None:
+        if self.service_model is None:
+            return
+        self.service_model.observe(
+            dispatch.workload, dispatch.backend, dispatch.precision, dispatch.samples, service_s
+        )
+        self.scheduler.refresh_predictions()
+
     def _finish(self, job: Job, now: float, aborted: str | None = None) -> None:
         """A job ended (any outcome): record it and answer its request, exactly once."""
         self._record(job, now)

@@ -37,3 +37,27 @@ def test_resnet18_logits_match_the_runner(onnx_dir: Path) -> None:
     # Random-weight ResNets often agree on top-1 for any input: compare the logits too.
     np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
     assert logits.argmax(axis=1).tolist() == expected.argmax(axis=1).tolist()
+
+
+@pytest.mark.slow
+def test_learned_service_times_cap_dispatches_at_the_budget(onnx_dir: Path) -> None:
+    # No sample cap below 8: only the 20 ms budget, learned from calibration runs,
+    # can split this request (8 ResNet-18 images take far longer than 20 ms on a CPU).
+    config = parse_gateway_config(
+        {
+            "models": [{"name": "resnet18"}],
+            "lanes": {"count": 1, "threads_per_lane": 2},
+            "onnx_dir": str(onnx_dir),
+            "scheduler": {
+                "max_dispatch_samples": 8,
+                "microbatch": {"max_batch": 8},
+                "max_dispatch_ms": 20,
+            },
+        }
+    )
+    with LiveServer(config) as live:
+        body = {"model": "resnet18", "class": "batch", "batch_size": 8, "top_k": 1}
+        r = httpx.post(f"{live.base_url}/infer", json=body, timeout=120)
+    assert r.status_code == 200, r.text
+    assert r.json()["samples"] == 8
+    assert r.json()["batch_size"] < 8
