@@ -67,7 +67,7 @@ def _load(args: argparse.Namespace) -> Any:
 def _experiment(args: argparse.Namespace) -> None:
     from loadgen.experiment import run_experiment
 
-    run_experiment(_load(args), out_root=args.out)
+    run_experiment(_load(args), out_root=args.out, url=args.url)
 
 
 def _compare(args: argparse.Namespace) -> None:
@@ -90,6 +90,9 @@ def configure_experiment_parser(parser: argparse.ArgumentParser) -> argparse.Arg
         "--out", default="results", metavar="DIR", help="results root (default: results)"
     )
     parser.add_argument("--seed", type=_seed, metavar="N", help="override the config's seed")
+    parser.add_argument(
+        "--url", metavar="URL", help="mode live: load this running gateway instead of starting one"
+    )
     parser.set_defaults(func=experiment_command)
     return parser
 

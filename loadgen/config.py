@@ -226,6 +226,34 @@ class PredictorConfig(BaseModel):
         return self
 
 
+class LiveConfig(BaseModel):
+    """How `mode: live` reaches a real gateway."""
+
+    model_config = _FROZEN
+
+    url: str | None = Field(
+        None,
+        description="Base URL of a running gateway to load; None starts one (`mlws serve`) "
+        "with this experiment's models, lanes and scheduler.",
+    )
+    lane_kind: Literal["thread", "process"] = Field(
+        "thread", description="Worker kind of a started gateway."
+    )
+    threads_per_lane: int | None = Field(
+        None, ge=1, description="Intra-op threads per lane of a started gateway (cores ÷ lanes)."
+    )
+    request_timeout_s: float = Field(
+        30.0, gt=0, le=3600, description="A request unanswered this long counts as an error."
+    )
+    ready_timeout_s: float = Field(
+        600.0, gt=0, description="How long a started gateway may take to export and load."
+    )
+    twin: bool = Field(
+        True,
+        description="Also simulate the same arrivals and report sim-vs-live P50/P99 per class.",
+    )
+
+
 class ExperimentConfig(BaseModel):
     """One experiment: traffic, service times and the scheduler under test."""
 
@@ -235,7 +263,7 @@ class ExperimentConfig(BaseModel):
         description="Run name; the run directory is <name>-<timestamp>-<seed>."
     )
     mode: Literal["simulate", "live"] = Field(
-        "simulate", description="simulate: virtual clock; live: the real gateway (later)."
+        "simulate", description="simulate: virtual clock; live: the real gateway over HTTP."
     )
     duration_s: float = Field(
         gt=0, le=1e7, allow_inf_nan=False, description="Span of arrivals, seconds."
@@ -281,6 +309,7 @@ class ExperimentConfig(BaseModel):
         default_factory=PredictorConfig, description="Learned predictor hook."
     )
     seed: int = Field(0, ge=0, description="Seeds arrivals and jitter.")
+    live: LiveConfig = Field(default_factory=LiveConfig, description="Live mode settings.")
 
     #: The YAML file the config came from, to resolve relative paths and name errors.
     _source: Path | None = PrivateAttr(None)

@@ -1,8 +1,9 @@
 """The experiment runner: config → traffic → scheduler → trace, summary, plots.
 
 Simulate mode drives the scheduling core on a virtual clock (scheduling's
-`simulate`); live mode (the real gateway) will plug in here later and hand the
-same list of finished jobs to the same report and plots.
+`simulate`); live mode sends the same arrivals to a real gateway over HTTP
+(loadgen.live) and, with `live.twin`, simulates them too, reporting the
+sim-vs-live difference. Both hand their finished jobs to the same report and plots.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from loadgen.config import WORKLOADS, ConfigError, ExperimentConfig
 from loadgen.plots import plot_all
 from loadgen.report import JobArrays, format_summary, summarize, write_summary, write_trace
 from predictor.profile_table import ProfileError, ProfileTable
+from scheduling.job import Job
 from scheduling.service_time import FixedServiceTime, ServiceTimeModel
 from scheduling.simulator import Arrival, SimResult, simulate
 
@@ -50,8 +52,6 @@ def build_service_model(config: ExperimentConfig) -> ServiceTimeModel:
 
 def check_runnable(config: ExperimentConfig) -> None:
     """Refuse what the runner cannot do yet, with a message naming the key."""
-    if config.mode == "live":
-        raise ConfigError(f"{config.source}: mode: live is not available yet; use mode: simulate")
     if config.predictor.enabled:
         # The hook: a trained predictor would answer the policies' "how long would
         # this batch take" while the profile keeps driving the simulated lanes.
@@ -133,17 +133,48 @@ def write_config_copy(config: ExperimentConfig, path: Path) -> Path:
     return path
 
 
+def live_run(
+    config: ExperimentConfig,
+    arrivals: Sequence[Arrival],
+    service_model: ServiceTimeModel,
+    *,
+    info: dict[str, Any],
+    url: str | None = None,
+) -> tuple[list[Job], JobArrays, dict[str, Any]]:
+    """Drive a real gateway with `arrivals`; the summary gains `sim_vs_live` with a twin."""
+    from loadgen.live import run_live, sim_vs_live
+
+    started = time.perf_counter()
+    jobs = run_live(config, arrivals, url=url)
+    arrays = JobArrays.from_jobs(jobs)
+    extra = {
+        **info,
+        "policy": config.scheduler.policy,
+        "arrivals": len(arrivals),
+        "wall_s": time.perf_counter() - started,
+        "target": url or config.live.url,
+    }
+    ends = [j.end for j in jobs if j.end is not None]
+    window = max([config.duration_s, *ends])
+    summary = summarize(arrays, config.model_dump(mode="json"), window, extra=extra)
+    if config.live.twin:
+        twin = simulate_run(config, arrivals, service_model, info=info)
+        summary["sim_vs_live"] = sim_vs_live(summary, twin.summary)
+    return jobs, arrays, summary
+
+
 def run_experiment(
     config: ExperimentConfig,
     out_root: str | Path = "results",
     run_id: str | None = None,
     *,
     quiet: bool = False,
+    url: str | None = None,
 ) -> Path:
     """Run one experiment and write trace.csv, summary.json, config.yaml and plots/.
 
     Returns the run directory `out_root/<run_id>`. Raises ConfigError for a
-    config the runner cannot execute (live mode, missing profile rows).
+    config the runner cannot execute (missing profile rows).
     """
     check_runnable(config)
     model = build_service_model(config)
@@ -154,19 +185,29 @@ def run_experiment(
         "capacity_jobs_per_s": capacity_jobs_per_s(config, model),
     }
     arrivals = poisson_arrivals(config, rate, config.duration_s, config.seed)
-    run = simulate_run(config, arrivals, model, info=info)
+    if config.mode == "live":
+        jobs, arrays, summary = live_run(config, arrivals, model, info=info, url=url)
+        how = f"sent live to {url or config.live.url or 'a started gateway'}"
+    else:
+        run = simulate_run(config, arrivals, model, info=info)
+        jobs, arrays, summary = run.result.jobs, run.arrays, run.summary
+        how = f"simulated {run.result.sim_time:.1f}s in {run.wall_s:.2f}s"
     out = fresh_run_dir(Path(out_root), run_id or make_run_id(config))
-    run.summary["run"]["run_id"] = out.name
-    write_trace(run.result.jobs, out / "trace.csv", arrays=run.arrays)
-    write_summary(run.summary, out / "summary.json")
+    summary["run"]["run_id"] = out.name
+    write_trace(jobs, out / "trace.csv", arrays=arrays)
+    write_summary(summary, out / "summary.json")
     write_config_copy(config, out / "config.yaml")
-    plot_all(run.arrays, out / "plots", title=f"{config.name} ({config.scheduler.policy})")
+    plot_all(arrays, out / "plots", title=f"{config.name} ({config.scheduler.policy})")
     if not quiet:
         print(
             f"{config.name}: policy={config.scheduler.policy} lanes={config.scheduler.lanes} "
             f"rate={rate:.2f} jobs/s (load {rate / info['capacity_jobs_per_s']:.2f}) "
-            f"jobs={len(arrivals)} simulated {run.result.sim_time:.1f}s in {run.wall_s:.2f}s"
+            f"jobs={len(arrivals)} {how}"
         )
-        print(format_summary(run.summary))
+        print(format_summary(summary))
+        if "sim_vs_live" in summary:
+            from loadgen.live import format_sim_vs_live
+
+            print(format_sim_vs_live(summary["sim_vs_live"]))
         print(f"results: {out}")
     return out

@@ -55,7 +55,9 @@ def test_minimal_config_has_documented_defaults(tmp_path: Path) -> None:
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
 def test_every_shipped_config_loads(path: Path) -> None:
     config = load_experiment_config(path)
-    assert config.mode == "simulate" and not config.predictor.enabled
+    # Only live_* configs start a gateway; the others run in seconds on a fresh clone.
+    assert config.mode == ("live" if path.stem.startswith("live_") else "simulate")
+    assert not config.predictor.enabled
     assert config.service_time.profile == "configs/profiles/cpu.csv"
 
 

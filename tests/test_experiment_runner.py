@@ -129,10 +129,7 @@ def test_fixed_service_time_and_arrival_rate(tmp_path: Path) -> None:
     assert len(run.result.jobs) == run.summary["jobs"] > 100
 
 
-def test_live_mode_and_predictor_are_clear_errors(tmp_path: Path) -> None:
-    live = load_experiment_config(small_config(tmp_path, mode="live"))
-    with pytest.raises(ConfigError, match="mode: live is not available yet"):
-        run_experiment(live, tmp_path / "r")
+def test_predictor_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "p.pkl").write_bytes(b"x")
     pred = load_experiment_config(
         small_config(tmp_path, predictor={"enabled": True, "path": "p.pkl"})

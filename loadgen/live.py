@@ -1,0 +1,87 @@
+"""`mode: live`: the experiment's arrivals sent to a real gateway over HTTP.
+
+The gateway either runs already (`live.url` / `--url`) or is started as a
+child process from the experiment's own models, lanes and scheduler, so the
+live run and its simulated twin make decisions under the same config.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from loadgen.client import run_load
+from loadgen.config import ExperimentConfig
+from loadgen.gateway_process import gateway
+from scheduling.job import JOB_CLASSES, Job
+from scheduling.simulator import Arrival
+
+
+def gateway_config_for(config: ExperimentConfig) -> dict[str, Any]:
+    """A gateway config serving every workload and backend the experiment sends."""
+    sched = config.scheduler.model_dump(mode="json")
+    live = config.live
+    sizes = (config.batch_sizes.interactive, config.batch_sizes.batch)
+    lanes: dict[str, Any] = {"count": config.scheduler.lanes, "kind": live.lane_kind}
+    if live.threads_per_lane is not None:
+        lanes["threads_per_lane"] = live.threads_per_lane
+    return {
+        "models": [
+            {
+                "name": w,
+                "backends": list(config.active_backends()),
+                "precisions": [config.precision],
+            }
+            for w in config.active_workloads()
+        ],
+        "lanes": lanes,
+        "scheduler": sched,
+        "max_request_samples": int(max(d.support()[0].max() for d in sizes)),
+        "default_slo_ms": {"interactive": config.slo_ms.interactive, "batch": config.slo_ms.batch},
+    }
+
+
+def run_live(
+    config: ExperimentConfig, arrivals: Sequence[Arrival], url: str | None = None
+) -> list[Job]:
+    """Send `arrivals` open-loop to the gateway at `url` (or a started one)."""
+    url = url or config.live.url
+    timeout = config.live.request_timeout_s
+    if url:
+        return run_load(url.rstrip("/"), arrivals, timeout_s=timeout)
+    with gateway(gateway_config_for(config), ready_timeout_s=config.live.ready_timeout_s) as base:
+        return run_load(base, arrivals, timeout_s=timeout)
+
+
+def sim_vs_live(live: dict[str, Any], sim: dict[str, Any]) -> dict[str, Any]:
+    """Per class: live and simulated e2e P50/P99 (ms) and live − sim, plus attainment."""
+    out: dict[str, Any] = {}
+    for cls in JOB_CLASSES:
+        lc, sc = live["classes"].get(cls), sim["classes"].get(cls)
+        if not lc or not sc:
+            continue
+        row: dict[str, Any] = {}
+        for q in ("p50", "p99"):
+            lv, sv = lc["latency_ms"]["e2e"][q], sc["latency_ms"]["e2e"][q]
+            row[f"{q}_ms"] = {
+                "live": lv,
+                "sim": sv,
+                "diff": None if lv is None or sv is None else lv - sv,
+            }
+        row["slo_attainment"] = {"live": lc["slo"]["attainment"], "sim": sc["slo"]["attainment"]}
+        out[cls] = row
+    return out
+
+
+def format_sim_vs_live(diff: dict[str, Any]) -> str:
+    """Human lines: per class, live vs simulated P50/P99."""
+    lines = ["sim vs live (e2e):"]
+    for cls, row in diff.items():
+        parts = []
+        for q in ("p50", "p99"):
+            v = row[f"{q}_ms"]
+            if v["diff"] is None:
+                continue
+            parts.append(f"{q} live {v['live']:.1f} / sim {v['sim']:.1f} ms ({v['diff']:+.1f})")
+        lines.append(f"  {cls:<11} " + ", ".join(parts))
+    return "\n".join(lines)
