@@ -252,9 +252,14 @@ class Dispatcher:
     def _learn(self, dispatch: Dispatch, service_s: float) -> None:
         if self.service_model is None:
             return
-        self.service_model.observe(
-            dispatch.workload, dispatch.backend, dispatch.precision, dispatch.samples, service_s
-        )
+        group = (dispatch.workload, dispatch.backend, dispatch.precision)
+        predicted = self.service_model.predict(*group, dispatch.samples)
+        if predicted > 0 and service_s > 0:
+            # Error of the prediction the scheduler acted on, before this observation.
+            self.metrics.set_prediction_error(
+                dispatch.workload, dispatch.backend, (predicted - service_s) / service_s
+            )
+        self.service_model.observe(*group, dispatch.samples, service_s)
         self.scheduler.refresh_predictions()
 
     def _finish(self, job: Job, now: float, aborted: str | None = None) -> None:

@@ -281,6 +281,9 @@ def test_metrics_parse_and_hold_every_series(client) -> None:
     invalid = [s for s in families["mlws_requests"].samples if s.labels.get("outcome") == "invalid"]
     assert sum(s.value for s in invalid) >= 1  # the bad-input tests above
     assert {s.labels["lane"] for s in families["mlws_lane_busy"].samples} == {"0", "1"}
+    # The learned service-time model reports how wrong its last prediction was.
+    errors = families["mlws_predictor_error_ratio"].samples
+    assert {(s.labels["model"], s.labels["backend"]) for s in errors} == {("tiny", "onnx")}
 
 
 def test_stats_have_per_class_percentiles(client) -> None:
