@@ -18,7 +18,10 @@ $(STAMP): requirements.lock pyproject.toml
 serve: install
 	$(BIN)/mlws serve
 
+# Prometheus (a Debian package) for the monitoring tests; a non-root machine without it
+# gets a warning here, and those tests skip outside CI.
 test: install
+	-bash scripts/install-system-deps.sh
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
