@@ -32,6 +32,7 @@ from server.config import GatewayConfig, ModelConfig
 from server.dispatcher import Dispatcher
 from server.errors import Unavailable, error_response, install_error_handlers
 from server.infer import BINARY_OPTIONS, handle_infer
+from server.kserve import add_kserve_routes
 from server.lanes import LaneBatch, LanePool, build_pool, dispatch_cap, export_models
 from server.metrics import GatewayMetrics
 from server.schemas import ErrorBody, InferRequest, InferResponse
@@ -199,6 +200,7 @@ def create_app(config: GatewayConfig | None = None) -> FastAPI:
     )
     install_error_handlers(app, config.retry_after_s)
     _add_routes(app)
+    add_kserve_routes(app)  # the Open Inference Protocol (KServe v2) beside /infer
     _document_infer_body(app)
     return app
 

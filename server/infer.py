@@ -6,14 +6,20 @@ or a binary tensor (`application/octet-stream` with X-Shape/X-Dtype, or
 headers (`BINARY_OPTIONS`). The body is read with a running byte count, so no
 body over the limit is ever buffered; bodies above `INLINE_DECODE_BYTES` are
 parsed and decoded on a worker thread, never on the event loop.
+
+`run_request` is the part every inference route shares — admission, the body
+limit, backend/precision resolution, the Job, waiting, the outcome → error
+mapping; a route brings only its wire format (the KServe v2 routes in
+server/kserve.py use it too).
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import numpy as np
 from fastapi import Request
@@ -63,7 +69,7 @@ BINARY_OPTIONS: dict[str, str] = {
 
 
 @dataclass
-class _Parsed:
+class Parsed:
     """A decoded request: its options and its input batch (None: synthesize)."""
 
     params: InferParams
@@ -71,15 +77,55 @@ class _Parsed:
     samples: int
 
 
+#: A route's own Parsed subclass (the v2 route adds its requested outputs).
+P = TypeVar("P", bound=Parsed)
+T = TypeVar("T")
+
+
+@dataclass
+class Finished(Generic[P]):
+    """A request whose job ended "ok": what a route needs to write its answer."""
+
+    parsed: P
+    job: Job
+    #: (samples, *output_shape) float32 rows of this request.
+    outputs: np.ndarray
+    #: Samples of the micro-batch the job's last part ran in.
+    batch_size: int
+    #: The latency budget the job was scheduled with.
+    slo_ms: float
+
+
 async def handle_infer(request: Request, gw: Gateway) -> Response:
     """Validate, submit, wait (or notice the client leaving), and answer."""
+
+    async def parse(body: bytes) -> Parsed:
+        return await _parse(request, gw, body)
+
+    done = await run_request(request, gw, parse)
+    if done is None:
+        return Response(status_code=499)  # the client is gone; nobody reads this
+    return await _respond(done)
+
+
+async def run_request(
+    request: Request, gw: Gateway, parse: Callable[[bytes], Awaitable[P]]
+) -> Finished[P] | None:
+    """The path every inference route shares: admit, read, parse, submit, wait, check.
+
+    `parse` is the route's own wire format (POST /infer, KServe v2); everything
+    else — the body limit, backend/precision resolution, the invalid-request
+    metric, the Job and its deadline, the disconnect watch and the outcome →
+    error mapping — is this one function. Returns None when the client left
+    first; raises the domain error of a job that did not end "ok".
+    """
     arrival = gw.dispatcher.clock()
     if not gw.accepting:
         raise Unavailable(gw.not_ready_reason())
-    parsed: _Parsed | None = None
+    parsed: P | None = None
     try:
         body = await read_body(request, gw.config.max_body_bytes)
-        parsed = await _parse(request, gw, body)
+        parsed = await parse(body)
         model, backend, precision = _resolve(gw, parsed.params)
     except Exception:
         model_name = parsed.params.model if parsed else "unknown"
@@ -102,8 +148,21 @@ async def handle_infer(request: Request, gw: Gateway) -> Response:
     future = gw.dispatcher.submit(job)
     result = await _wait(request, gw, job, future)
     if result is None:
-        return Response(status_code=499)  # the client is gone; nobody reads this
-    return await _respond(result, params, slo_ms)
+        return None
+    if result.aborted is not None or job.outcome != "ok" or result.outputs is None:
+        raise outcome_error(job, result.aborted)
+    return Finished(parsed, job, result.outputs, result.batch_size, slo_ms)
+
+
+async def off_loop_if(big: bool, fn: Callable[..., T], *args: Any) -> T:
+    """`fn(*args)`, on a worker thread when `big`.
+
+    Parsing or encoding tens of MB takes tens of milliseconds, which must not
+    stall the event loop; small payloads are cheaper inline than a thread hop.
+    """
+    if big:
+        return await asyncio.to_thread(fn, *args)
+    return fn(*args)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -130,7 +189,7 @@ def _too_large(size: int, limit: int, at_least: bool = False) -> str:
     return f"body of {more}{size / mib:.1f} MiB exceeds the {limit / mib:.1f} MiB limit"
 
 
-async def _parse(request: Request, gw: Gateway, body: bytes) -> _Parsed:
+async def _parse(request: Request, gw: Gateway, body: bytes) -> Parsed:
     """Decode the body by Content-Type; large bodies are decoded on a worker thread."""
     content_type = request.headers.get("content-type", "application/json")
     media = content_type.split(";", 1)[0].strip().lower()
@@ -147,19 +206,17 @@ async def _parse(request: Request, gw: Gateway, body: bytes) -> _Parsed:
             f"{OCTET_STREAM} or application/x-npy",
             field="Content-Type",
         )
-    if len(body) > INLINE_DECODE_BYTES:
-        # Parsing a 25 MB JSON body takes tens of milliseconds: not on the event loop.
-        return await asyncio.to_thread(decode, *args)
-    return decode(*args)
+    # Parsing a 25 MB JSON body takes tens of milliseconds: not on the event loop.
+    return await off_loop_if(len(body) > INLINE_DECODE_BYTES, decode, *args)
 
 
-def _decode_json(gw: Gateway, body: bytes) -> _Parsed:
+def _decode_json(gw: Gateway, body: bytes) -> Parsed:
     request = InferRequest.model_validate_json(body)
     if request.batch_size is not None:
         _check_samples(request.batch_size, gw.config.max_request_samples, "batch_size")
-        _model_or_404(gw, request.model)
-        return _Parsed(request, None, request.batch_size)
-    spec = gw.specs.get(request.model) or _model_or_404(gw, request.model)
+        model_or_404(gw, request.model)
+        return Parsed(request, None, request.batch_size)
+    spec = gw.specs.get(request.model) or model_or_404(gw, request.model)
     if isinstance(request.inputs, list):
         array = decode_nested_list(request.inputs)
     else:
@@ -167,7 +224,7 @@ def _decode_json(gw: Gateway, body: bytes) -> _Parsed:
         tensor = request.inputs
         array = decode_b64_tensor(tensor.data, tensor.shape, tensor.dtype)
     batch = conform_batch(array, spec, gw.config.max_request_samples)
-    return _Parsed(request, batch, len(batch))
+    return Parsed(request, batch, len(batch))
 
 
 def _binary_options(request: Request) -> dict[str, str]:
@@ -186,12 +243,12 @@ def _decode_binary(
     options: dict[str, str],
     shape: str | None,
     dtype: str | None,
-) -> _Parsed:
+) -> Parsed:
     params = InferQuery.model_validate(options)
-    spec = _model_or_404(gw, params.model)
+    spec = model_or_404(gw, params.model)
     array = decode_binary(body, content_type, shape, dtype)
     batch = conform_batch(array, spec, gw.config.max_request_samples)
-    return _Parsed(params, batch, len(batch))
+    return Parsed(params, batch, len(batch))
 
 
 def _check_samples(samples: int, limit: int, field_name: str) -> None:
@@ -201,7 +258,8 @@ def _check_samples(samples: int, limit: int, field_name: str) -> None:
         )
 
 
-def _model_or_404(gw: Gateway, name: str) -> WorkloadSpec:
+def model_or_404(gw: Gateway, name: str) -> WorkloadSpec:
+    """The spec of a served model, or UnknownModel (404) naming the choices."""
     spec = gw.specs.get(name)
     if spec is None:
         choices = ", ".join(gw.specs)
@@ -211,7 +269,7 @@ def _model_or_404(gw: Gateway, name: str) -> WorkloadSpec:
 
 def _resolve(gw: Gateway, params: InferParams) -> tuple[ModelConfig, str, str]:
     """The model's config and the backend and precision the request runs on."""
-    _model_or_404(gw, params.model)
+    model_or_404(gw, params.model)
     model = gw.config.model(params.model)
     assert model is not None
     backend = params.backend or model.default_backend
@@ -257,16 +315,11 @@ async def _client_gone(request: Request) -> None:
         pass
 
 
-async def _respond(result: JobResult, params: InferParams, slo_ms: float) -> Response:
-    job = result.job
-    if result.aborted is not None or job.outcome != "ok" or result.outputs is None:
-        raise outcome_error(job, result.aborted)
-    outputs = result.outputs
-    if outputs.size > INLINE_ENCODE_ELEMENTS:
-        encoded = await asyncio.to_thread(encode_outputs, outputs, params.return_, params.top_k)
-    else:
-        encoded = encode_outputs(outputs, params.return_, params.top_k)
-    assert job.start is not None and job.end is not None and job.lane is not None
+async def _respond(done: Finished[Parsed]) -> Response:
+    job, params = done.job, done.parsed.params
+    big = done.outputs.size > INLINE_ENCODE_ELEMENTS
+    encoded = await off_loop_if(big, encode_outputs, done.outputs, params.return_, params.top_k)
+    assert job.lane is not None
     response = InferResponse(
         request_id=uuid.uuid4().hex,
         model=job.workload,
@@ -274,15 +327,21 @@ async def _respond(result: JobResult, params: InferParams, slo_ms: float) -> Res
         precision=job.precision,
         job_class=job.job_class,
         outputs=encoded,
-        timing=Timing(
-            queue_ms=(job.start - job.arrival) * 1e3,
-            service_ms=(job.end - job.start) * 1e3,
-            e2e_ms=(job.end - job.arrival) * 1e3,
-        ),
-        slo_ms=slo_ms,
+        timing=job_timing(job),
+        slo_ms=done.slo_ms,
         slo_met=job.slo_met,
-        batch_size=result.batch_size,
+        batch_size=done.batch_size,
         lane=job.lane,
         samples=job.samples,
     )
     return Response(response.model_dump_json(by_alias=True), media_type="application/json")
+
+
+def job_timing(job: Job) -> Timing:
+    """Where a finished job's time went: queue, service and end to end, in ms."""
+    assert job.start is not None and job.end is not None
+    return Timing(
+        queue_ms=(job.start - job.arrival) * 1e3,
+        service_ms=(job.end - job.start) * 1e3,
+        e2e_ms=(job.end - job.arrival) * 1e3,
+    )

@@ -1,0 +1,216 @@
+"""Open Inference Protocol (KServe v2) over HTTP, beside POST /infer.
+
+`add_kserve_routes(app)` adds, with or without ``/versions/1`` after the model:
+
+| route                           | answer                                              |
+|---------------------------------|-----------------------------------------------------|
+| GET  /v2                        | server metadata: name, version, extensions          |
+| GET  /v2/health/live            | 200, empty body                                     |
+| GET  /v2/health/ready           | 200 when /readyz is; else 400 ("4xx means false")   |
+| GET  /v2/models/{name}          | model metadata: versions, platform, inputs, outputs |
+| GET  /v2/models/{name}/ready    | 200 / 400; 404 for a model the gateway lacks        |
+| POST /v2/models/{name}/infer    | inference                                           |
+
+Every model has one input ``input`` (FP32, [-1, *sample shape]) and one output
+``output`` (FP32 logits, [-1, *output shape]). Input data comes as JSON
+(``data``: a flat or nested list) or with the binary extension: the
+``Inference-Header-Content-Length`` header gives the JSON header's size, raw
+little-endian bytes follow it, and the input says how many in
+``parameters.binary_data_size``. An output is binary when its request says
+``parameters.binary_data: true``, else when the request's
+``parameters.binary_data_output`` is true (also the default when no output is
+named, as tritonclient sends it); the answer then carries the same header.
+``parameters.classification: k`` on the output returns Triton's BYTES tensor
+[N, k] of ``"value:index"`` strings instead (value: the raw logit).
+
+Request ``parameters`` choose the class and the SLO (first rule that applies):
+
+1. ``class``: "interactive" or "batch".
+2. ``priority`` in Triton's convention: 1, the highest level, is interactive;
+   2 and above are batch; 0 means "the model's default" and falls through.
+   The words "high"/"interactive" and "low"/"batch" are accepted too.
+3. The batch size: one sample is interactive (someone is waiting on a single
+   image), more are batch (throughput work).
+
+The budget is ``slo_ms`` (milliseconds), else ``timeout`` in microseconds
+(Triton's unit; 0 means none), else the class default. ``backend`` and
+``precision`` pick the runner as on POST /infer.
+
+Tensor decoding and encoding live in server/kserve_codec.py. Inference goes
+through `server.infer.run_request`: the same admission, body limit,
+validation, scheduling and outcome errors as POST /infer. Errors keep the
+status server/errors.py chooses; only the body takes the protocol's form,
+``{"error": "<message>"}``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from server.codecs import OCTET_STREAM
+from server.errors import UnknownModel, UnsupportedMediaType, error_response
+from server.infer import (
+    INLINE_DECODE_BYTES,
+    INLINE_ENCODE_ELEMENTS,
+    model_or_404,
+    off_loop_if,
+    run_request,
+)
+from server.kserve_codec import (
+    HEADER_LENGTH,
+    INPUT_NAME,
+    MODEL_VERSION,
+    OUTPUT_NAME,
+    V2Parsed,
+    decode_v2,
+    encode_v2,
+)
+
+if TYPE_CHECKING:
+    from server.app import Gateway
+
+#: Triton's platform names for our backends.
+PLATFORMS = {"onnx": "onnxruntime_onnx", "pytorch": "pytorch_libtorch"}
+EXTENSIONS = ["binary_tensor_data", "classification"]
+
+
+def v2_error(exc: BaseException, retry_after_s: int = 1) -> JSONResponse:
+    """The status server/errors.py chooses for `exc`, with the protocol's error body."""
+    mapped = error_response(exc, retry_after_s)
+    detail = json.loads(bytes(mapped.body))["detail"]
+    retry = {k: v for k, v in mapped.headers.items() if k.lower() == "retry-after"}
+    return JSONResponse({"error": detail}, status_code=mapped.status_code, headers=retry)
+
+
+class V2Route(APIRoute):
+    """A route whose every error, request validation included, answers in the v2 form."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except Exception as exc:  # mapped, not swallowed: error_response logs 5xx
+                gw = getattr(request.app.state, "gateway", None)
+                return v2_error(exc, gw.config.retry_after_s if gw is not None else 1)
+
+        return handle
+
+
+def model_metadata(gw: Gateway, name: str) -> dict[str, Any]:
+    """GET /v2/models/{name}: the model's tensors, the batch axis as -1."""
+    spec = model_or_404(gw, name)
+    model = gw.config.model(name)
+    assert model is not None
+    return {
+        "name": name,
+        "versions": [MODEL_VERSION],
+        "platform": PLATFORMS.get(model.default_backend, model.default_backend),
+        "inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, *spec.input_shape]}],
+        "outputs": [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1, *spec.output_shape]}],
+    }
+
+
+def _check_version(name: str, version: str) -> None:
+    if version != MODEL_VERSION:
+        raise UnknownModel(f"model {name!r} has no version {version!r}; versions: {MODEL_VERSION}")
+
+
+async def _infer(request: Request, name: str) -> Response:
+    gw: Gateway = request.app.state.gateway
+    header_length = request.headers.get(HEADER_LENGTH)
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+
+    async def parse(body: bytes) -> V2Parsed:
+        if encoding != "identity":
+            raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported")
+        big = len(body) > INLINE_DECODE_BYTES
+        return await off_loop_if(big, decode_v2, gw, name, body, header_length)
+
+    done = await run_request(request, gw, parse)
+    if done is None:
+        return Response(status_code=499)  # the client is gone; nobody reads this
+    big = done.outputs.size > INLINE_ENCODE_ELEMENTS
+    body, json_size = await off_loop_if(big, encode_v2, done)
+    if json_size is None:
+        return Response(body, media_type="application/json")
+    return Response(body, media_type=OCTET_STREAM, headers={HEADER_LENGTH: str(json_size)})
+
+
+def build_router() -> APIRouter:
+    """The /v2 routes (no state: everything is read from app.state.gateway per request)."""
+    router = APIRouter(prefix="/v2", tags=["kserve v2"], route_class=V2Route)
+
+    @router.get("")
+    async def server_metadata(request: Request) -> dict[str, Any]:
+        """Server name, version and protocol extensions."""
+        return {"name": "mlws", "version": request.app.version, "extensions": EXTENSIONS}
+
+    @router.get("/health/live")
+    async def live() -> Response:
+        """200 while the process serves HTTP."""
+        return Response(status_code=200)
+
+    @router.get("/health/ready")
+    async def ready(request: Request) -> Response:
+        """200 when every model is loaded and warmed (as /readyz), else 400."""
+        return Response(status_code=200 if request.app.state.gateway.ready else 400)
+
+    @router.get("/models/{name}")
+    async def metadata(request: Request, name: str) -> dict[str, Any]:
+        """Model metadata: versions, platform, input and output tensors."""
+        return model_metadata(request.app.state.gateway, name)
+
+    @router.get("/models/{name}/ready")
+    async def model_ready(request: Request, name: str) -> Response:
+        """200 when the model is served and the gateway ready, 400 if not ready yet."""
+        gw: Gateway = request.app.state.gateway
+        model_or_404(gw, name)
+        return Response(status_code=200 if gw.ready else 400)
+
+    body_doc = {"content": {"application/json": {}, OCTET_STREAM: {}}, "required": True}
+
+    @router.post("/models/{name}/infer", openapi_extra={"requestBody": body_doc})
+    async def infer(request: Request, name: str) -> Response:
+        """Inference: JSON tensors, or the binary extension (Inference-Header-Content-Length)."""
+        return await _infer(request, name)
+
+    # The same three at /versions/{version}: only version 1 exists.
+    @router.get("/models/{name}/versions/{version}")
+    async def metadata_at(request: Request, name: str, version: str) -> dict[str, Any]:
+        """Model metadata of one version."""
+        _check_version(name, version)
+        return await metadata(request, name)
+
+    @router.get("/models/{name}/versions/{version}/ready")
+    async def model_ready_at(request: Request, name: str, version: str) -> Response:
+        """Readiness of one version."""
+        _check_version(name, version)
+        return await model_ready(request, name)
+
+    @router.post("/models/{name}/versions/{version}/infer", openapi_extra={"requestBody": body_doc})
+    async def infer_at(request: Request, name: str, version: str) -> Response:
+        """Inference on one version."""
+        _check_version(name, version)
+        return await infer(request, name)
+
+    @router.api_route("/{rest:path}", methods=["GET", "POST"], include_in_schema=False)
+    async def unsupported(request: Request, rest: str) -> Response:
+        """Any other /v2 path (repository, shared memory, ...): a 404 the client can read."""
+        detail = f"{request.method} /v2/{rest} is not part of this server's v2 API"
+        raise StarletteHTTPException(404, detail)
+
+    return router
+
+
+def add_kserve_routes(app: FastAPI) -> None:
+    """Serve the Open Inference Protocol's HTTP routes on `app` (state: app.state.gateway)."""
+    app.include_router(build_router())
