@@ -212,17 +212,49 @@ class ServiceTimeConfig(BaseModel):
 
 
 class PredictorConfig(BaseModel):
-    """The learned service-time predictor (hook; the model itself comes later)."""
+    """The learned service-time predictor: what the scheduler *believes* (mode simulate).
+
+    The profile keeps driving the simulated lanes; the predictor answers the
+    policies' and the time budget's "how long would this batch take".
+    """
 
     model_config = _FROZEN
 
     enabled: bool = Field(False, description="Let the scheduler consult the learned predictor.")
-    path: str | None = Field(None, description="Trained predictor file, e.g. models/predictor.pkl.")
+    path: str | None = Field(
+        None,
+        description="Trained predictor file (`mlws predictor train`), e.g. models/predictor.pkl; "
+        "a pickle: only files you trained or trust.",
+    )
+    train_from: str | None = Field(
+        None,
+        description="Instead of path: a profile CSV to train the predictor on at start "
+        "(a second or two), so the config runs on a fresh clone.",
+    )
+    model_type: Literal["random_forest", "gradient_boosting"] = Field(
+        "random_forest", description="Model trained from train_from."
+    )
+    quantile: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="Believe this quantile of the service time instead of its mean, e.g. 0.95.",
+    )
 
     @model_validator(mode="after")
-    def _path_when_enabled(self) -> PredictorConfig:
-        if self.enabled and not self.path:
-            raise KeyedError("path", "required when predictor.enabled is true")
+    def _one_source_when_enabled(self) -> PredictorConfig:
+        if self.path and self.train_from:
+            raise KeyedError(
+                "train_from", "give either path (a trained file) or train_from (a profile CSV)"
+            )
+        if self.enabled and not self.path and not self.train_from:
+            raise KeyedError(
+                "path",
+                "required when predictor.enabled is true (or give predictor.train_from, "
+                "a profile CSV to train on)",
+            )
+        if self.path and "model_type" in self.model_fields_set:
+            raise KeyedError("model_type", "applies to train_from; a trained file has its own")
         return self
 
 
@@ -380,6 +412,9 @@ class ExperimentConfig(BaseModel):
                 f"predictor.path: file not found: {self.predictor.path}; train the "
                 "predictor first or set predictor.enabled: false"
             )
+        train_from = predictor.train_from
+        if predictor.enabled and train_from and not self.resolve_path(train_from).is_file():
+            problems.append(f"predictor.train_from: file not found: {train_from}")
         if problems:
             raise ConfigError("\n".join(f"{self.source}: {p}" for p in problems))
 

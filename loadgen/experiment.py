@@ -12,8 +12,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -25,6 +26,9 @@ from predictor.profile_table import ProfileError, ProfileTable
 from scheduling.job import Job
 from scheduling.service_time import FixedServiceTime, ServiceTimeModel
 from scheduling.simulator import Arrival, SimResult, simulate
+
+if TYPE_CHECKING:
+    from predictor.latency import LatencyPredictor
 
 #: Token base per workload, from the torch-free catalogue.
 TOKEN_BASES: dict[str, int] = {name: spec.token_base for name, spec in WORKLOADS.items()}
@@ -51,15 +55,97 @@ def build_service_model(config: ExperimentConfig) -> ServiceTimeModel:
 
 
 def check_runnable(config: ExperimentConfig) -> None:
-    """Refuse what the runner cannot do yet, with a message naming the key."""
-    if config.predictor.enabled:
-        # The hook: a trained predictor would answer the policies' "how long would
-        # this batch take" while the profile keeps driving the simulated lanes.
-        # That needs simulate() to take a separate policy model; until then, say so.
+    """Refuse what the runner cannot do, with a message naming the key.
+
+    An enabled predictor is loaded (or trained) here, so a bad file fails
+    before anything runs; the result is cached for the simulation itself.
+    """
+    if not config.predictor.enabled:
+        return
+    if config.mode == "live":
+        # The live gateway corrects its own service-time model online; a predictor
+        # consulted only by the twin simulation would make the twin a different system.
         raise ConfigError(
-            f"{config.source}: predictor.enabled: the learned predictor is not wired into "
-            "the simulator yet; set predictor.enabled: false"
+            f"{config.source}: predictor.enabled: the learned predictor drives mode: simulate "
+            "only; set predictor.enabled: false for live runs"
         )
+    load_predictor(config)
+
+
+def load_predictor(config: ExperimentConfig) -> LatencyPredictor:
+    """The enabled predictor: read from predictor.path or trained from predictor.train_from.
+
+    Memoised per file and its modification time, so `mlws compare` loads or
+    trains it once for all its runs.
+    """
+    pc = config.predictor
+    key = "train_from" if pc.train_from else "path"
+    name = pc.train_from or pc.path
+    assert name is not None  # the config guarantees a source when enabled
+    path = config.resolve_path(name)
+    try:
+        mtime = path.stat().st_mtime_ns
+    except OSError as exc:
+        raise ConfigError(
+            f"{config.source}: predictor.{key}: cannot read {name}: {exc.strerror or exc}"
+        ) from None
+    stat = config.service_time.stat if config.service_time.profile else "mean_ms"
+    try:
+        return _cached_predictor(key, str(path), mtime, pc.model_type, stat, pc.quantile)
+    except ValueError as exc:
+        raise ConfigError(
+            f"{config.source}: predictor.enabled: the learned predictor could not be "
+            f"{'trained from' if key == 'train_from' else 'loaded from'} predictor.{key} "
+            f"{name}: {exc}"
+        ) from None
+
+
+@lru_cache(maxsize=8)
+def _cached_predictor(
+    key: str, path: str, mtime_ns: int, model_type: str, stat: str, quantile: float | None
+) -> LatencyPredictor:
+    from predictor.latency import LatencyPredictor  # scikit-learn: only when enabled
+
+    if key == "path":
+        predictor = LatencyPredictor.load(path)
+    else:
+        quantiles = (quantile,) if quantile is not None else (0.95,)
+        predictor = LatencyPredictor(model_type, quantiles=quantiles, stat=stat).train(path)
+    if quantile is not None:
+        predictor.as_service_model(quantile=quantile)  # an untrained quantile fails now
+    return predictor
+
+
+def build_policy_model(
+    config: ExperimentConfig, service_model: ServiceTimeModel
+) -> tuple[ServiceTimeModel | None, dict[str, Any] | None]:
+    """What the scheduler believes, and a summary entry; (None, None) with no predictor.
+
+    The predictor is asked at the lanes' thread count (the profile's), with no
+    other lane counted busy: the conditions the profile rows were measured in.
+    """
+    if not config.predictor.enabled:
+        return None, None
+    predictor = load_predictor(config)
+    pc = config.predictor
+    threads = getattr(service_model, "threads", None) or config.service_time.threads or 1
+    model = predictor.as_service_model(threads=threads, quantile=pc.quantile)
+    try:  # every combination of the mix, now: not as an error in the middle of a run
+        for w in config.active_workloads():
+            for b in config.active_backends():
+                model.predict(w, b, config.precision, 1)
+    except ValueError as exc:
+        raise ConfigError(f"{config.source}: predictor: cannot predict the mix: {exc}") from None
+    info = {
+        "used": True,
+        "source": f"train_from: {pc.train_from}" if pc.train_from else f"path: {pc.path}",
+        "model_type": predictor.model_type,
+        "stat": predictor.stat,
+        "quantile": pc.quantile,
+        "threads": threads,
+        "trained": predictor.info,
+    }
+    return model, info
 
 
 @dataclass(frozen=True)
@@ -82,8 +168,11 @@ def simulate_run(
     """Simulate `arrivals` under `config.scheduler` and summarise the jobs.
 
     The throughput window runs to the last event, not just the arrival span:
-    an overloaded run is credited only with the work it really finished.
+    an overloaded run is credited only with the work it really finished. With
+    predictor.enabled the scheduler believes the learned predictor while
+    `service_model` (the profile) keeps driving the lanes.
     """
+    policy_model, predictor_info = build_policy_model(config, service_model)
     started = time.perf_counter()
     result = simulate(
         config.scheduler,
@@ -92,6 +181,7 @@ def simulate_run(
         TOKEN_BASES,
         jitter=config.jitter,
         seed=config.seed,
+        policy_model=policy_model,
     )
     wall_s = time.perf_counter() - started
     arrays = JobArrays.from_jobs(result.jobs)
@@ -104,6 +194,8 @@ def simulate_run(
         "mean_dispatch_samples": samples / result.dispatches if result.dispatches else None,
         "sim_time_s": result.sim_time,
     }
+    if predictor_info is not None:
+        extra["predictor"] = predictor_info
     window = max(config.duration_s, result.sim_time)
     summary = summarize(arrays, config.model_dump(mode="json"), window, extra=extra)
     return SimRun(result=result, arrays=arrays, summary=summary, wall_s=wall_s)

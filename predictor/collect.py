@@ -1,0 +1,108 @@
+"""The seed's `collect_profiling_data(...)`, as a thin wrapper over `predictor.profiler`.
+
+    from predictor.collect import collect_profiling_data
+    from predictor.latency import LatencyPredictor
+
+    collect_profiling_data(
+        workloads={"resnet18": None, "resnet50": None, "vit": None},
+        batch_sizes=[1, 8, 32, 128],
+        backends=["pytorch"],
+        precisions=["fp32"],
+        output_path="results/profiles.csv",
+    )
+    predictor = LatencyPredictor(model_type="random_forest")
+    predictor.train("results/profiles.csv")
+    predictor.save("models/predictor.pkl")
+
+The seed passed workload *classes* as the mapping's values; here the models are
+defined once in the workload catalogue (`mlws models`), so a key names a
+catalogued workload and its value may be anything: None, the seed's class, a
+catalogue `Workload`, or a path to an `.onnx` file, which is registered under
+the key as a user workload. The CSV is exactly `mlws profile`'s.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from predictor.profiler import ProfileRow, ProfileSettings, print_progress, profile, write_csv
+
+#: The seed's short names for catalogue workloads.
+ALIASES: dict[str, str] = {"vit": "vit_b_16", "vit_b16": "vit_b_16"}
+
+
+def _workload_names(workloads: Mapping[str, Any] | Sequence[str]) -> list[str]:
+    """Catalogue names for the seed's mapping (or a plain list of names); unknown names fail."""
+    from workloads.registry import get_workload, register_onnx_file
+
+    names: list[str] = []
+    items = workloads.items() if isinstance(workloads, Mapping) else ((w, None) for w in workloads)
+    for key, value in items:
+        name = ALIASES.get(key, key)
+        if isinstance(value, str | Path) and str(value).endswith(".onnx"):
+            register_onnx_file(value, name=name)
+        get_workload(name)  # ValueError naming the choices
+        names.append(name)
+    if not names:
+        raise ValueError("workloads is empty: name at least one workload to profile")
+    return names
+
+
+def _check_choices(backends: Sequence[str], precisions: Sequence[str], device: str) -> None:
+    """Fail on a bad backend, precision or device before any model is loaded or file written."""
+    from backends.base import check_choice
+    from backends.devices import resolve_device, torch_cuda_available
+    from backends.registry import backend_names
+
+    for b in backends:
+        check_choice("backend", b, backend_names())
+    for p in precisions:
+        resolve_device(device, p, torch_cuda_available())
+
+
+def collect_profiling_data(
+    workloads: Mapping[str, Any] | Sequence[str],
+    batch_sizes: Sequence[int] = (1, 8, 32),
+    backends: Sequence[str] = ("pytorch",),
+    precisions: Sequence[str] = ("fp32",),
+    output_path: str | Path = "results/profiles.csv",
+    *,
+    threads: Sequence[int] | None = None,
+    device: str = "auto",
+    settings: ProfileSettings | None = None,
+    onnx_dir: str | Path = "models/onnx",
+    verbose: bool = False,
+) -> list[ProfileRow]:
+    """Profile every (workload, backend, precision, batch size, threads) and write the CSV.
+
+    `threads` defaults to the CLI's (cores ÷ 2: two lanes); `settings` to
+    `ProfileSettings()`. Returns the rows written to `output_path`.
+    """
+    names = _workload_names(workloads)
+    if not batch_sizes or any(int(b) < 1 for b in batch_sizes):
+        raise ValueError(f"batch_sizes must be integers >= 1, got {list(batch_sizes)}")
+    _check_choices(backends, precisions, device)
+    measured = profile(
+        names,
+        list(backends),
+        list(precisions),
+        [int(b) for b in batch_sizes],
+        list(threads or [max(1, (os.cpu_count() or 1) // 2)]),
+        device=device,
+        settings=settings,
+        onnx_dir=onnx_dir,
+        progress=print_progress if verbose else None,
+    )
+    rows: list[ProfileRow] = []
+
+    def keep(row_iter: Iterator[ProfileRow]) -> Iterator[ProfileRow]:
+        # Rows reach the file as they are measured (a long run leaves a usable partial CSV).
+        for row in row_iter:
+            rows.append(row)
+            yield row
+
+    write_csv(keep(measured), output_path)
+    return rows
