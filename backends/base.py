@@ -62,7 +62,12 @@ class Runner(Protocol):
     threads: int
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """Run one batch (float32, batch axis first); returns float32 outputs."""
+        """Run one batch (float32, batch axis first); returns float32 outputs.
+
+        Returns host memory only after the device has finished: the profiler and the
+        gateway time `run` with the host clock, which is right only if no GPU work is
+        still queued when it returns.
+        """
         ...
 
     def close(self) -> None:

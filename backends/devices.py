@@ -17,20 +17,31 @@ def ort_cuda_available() -> bool:
     return "CUDAExecutionProvider" in ort.get_available_providers()
 
 
-def resolve_device(device: str, precision: str, cuda_available: bool) -> str:
+def resolve_device(
+    device: str,
+    precision: str,
+    cuda_available: bool,
+    *,
+    no_cuda: str = "no CUDA device is available",
+) -> str:
     """Turn "auto" into a concrete device and reject impossible combinations.
 
     fp16 is a GPU precision here: on CPU it is slower than fp32 and numerically
     different, so asking for it without CUDA is an error rather than a surprise.
+    `no_cuda` says why `cuda_available` is False, for a runtime that can lack CUDA on a
+    machine that has a GPU (ONNX Runtime's CPU build).
     """
     check_choice("device", device, DEVICES)
     check_choice("precision", precision, PRECISIONS)
     if device == "auto":
         device = "cuda" if cuda_available else "cpu"
-    if device == "cuda" and not cuda_available:
-        raise ValueError("device 'cuda' requested but no CUDA device is available; use 'cpu'")
-    if precision == "fp16" and device != "cuda":
+    elif device == "cpu" and precision == "fp16":
+        # The machine may well have a GPU: the choice of device is what rules fp16 out.
         raise ValueError(
-            "precision 'fp16' needs a CUDA device and this machine has none; choose from: fp32"
+            "precision 'fp16' needs a CUDA device, not device 'cpu'; choose from: fp32"
         )
+    if device == "cuda" and not cuda_available:
+        raise ValueError(f"device 'cuda' requested but {no_cuda}; use 'cpu'")
+    if precision == "fp16" and device != "cuda":
+        raise ValueError(f"precision 'fp16' needs a CUDA device but {no_cuda}; choose from: fp32")
     return device

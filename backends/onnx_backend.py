@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -9,6 +10,7 @@ import numpy as np
 
 from backends.base import LoadOptions
 from backends.devices import ort_cuda_available, resolve_device
+from backends.onnx_export import locked
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -16,8 +18,16 @@ if TYPE_CHECKING:
     from workloads.registry import Workload
 
 
+# Why ONNX Runtime cannot give CUDA here, for resolve_device's messages: a GPU may well be
+# present (PyTorch can use it) while the installed onnxruntime is the CPU build.
+ORT_NO_CUDA = "onnxruntime here has no CUDAExecutionProvider (that needs onnxruntime-gpu)"
+
+
 def make_session(path: Path, device: str, threads: int) -> ort.InferenceSession:
-    """An inference session with its own intra-op pool of `threads` threads."""
+    """An inference session with its own intra-op pool of `threads` threads.
+
+    On "cuda", raises ValueError if ONNX Runtime did not start its CUDA provider.
+    """
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -28,7 +38,17 @@ def make_session(path: Path, device: str, threads: int) -> ort.InferenceSession:
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     providers = ["CUDAExecutionProvider"] if device == "cuda" else []
     providers.append("CPUExecutionProvider")
-    return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+    session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+    # ONNX Runtime only logs when the CUDA provider fails to start (a CUDA or cuDNN that
+    # does not match the onnxruntime-gpu build, say) and silently runs on the CPU: the
+    # runner would report "cuda" and serve at CPU speed.
+    if device == "cuda" and "CUDAExecutionProvider" not in session.get_providers():
+        raise ValueError(
+            f"onnxruntime could not start its CUDAExecutionProvider for {path.name} and would "
+            "fall back to the CPU; check that onnxruntime-gpu matches this CUDA and cuDNN "
+            "(its log says what failed to load), or use device 'cpu'"
+        )
+    return session
 
 
 class OnnxRunner:
@@ -60,7 +80,9 @@ class OnnxBackend:
     name = "onnx"
 
     def load(self, workload: Workload, options: LoadOptions) -> OnnxRunner:
-        device = resolve_device(options.device, options.precision, ort_cuda_available())
+        device = resolve_device(
+            options.device, options.precision, ort_cuda_available(), no_cuda=ORT_NO_CUDA
+        )
         if workload.onnx_file is not None:
             path = Path(workload.onnx_file)
         else:
@@ -77,13 +99,21 @@ class OnnxBackend:
 
 
 def fp16_copy(path: Path) -> Path:
-    """An fp16 version of an fp32 graph beside it, float32 at its inputs and outputs."""
-    out = path.with_name(path.stem + ".fp16.onnx")
-    if out.exists() and out.stat().st_mtime >= path.stat().st_mtime:
-        return out
-    import onnx
-    from onnxruntime.transformers.float16 import convert_float_to_float16
+    """An fp16 version of an fp32 graph beside it, float32 at its inputs and outputs.
 
-    model = convert_float_to_float16(onnx.load(str(path)), keep_io_types=True)
-    onnx.save(model, str(out))
+    Lanes load their runners at the same time, so several may ask for the same copy at
+    once: the conversion is serialised by a file lock and the file appears whole
+    (written aside, then renamed), never half-written to a reader.
+    """
+    out = path.with_name(path.stem + ".fp16.onnx")
+    with locked(out):
+        if out.exists() and out.stat().st_mtime >= path.stat().st_mtime:
+            return out
+        import onnx
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        model = convert_float_to_float16(onnx.load(str(path)), keep_io_types=True)
+        tmp = out.with_suffix(".tmp.onnx")
+        onnx.save(model, str(tmp))
+        os.replace(tmp, out)
     return out

@@ -41,6 +41,8 @@ class TorchRunner:
             x = x.half()
         with torch.inference_mode():
             y = self._module(x)
+        # A blocking copy to the host: on CUDA it waits for the queued kernels, which is what
+        # makes host-clock timing of `run` (profiler, gateway) the real service time.
         return y.float().cpu().numpy()
 
     def close(self) -> None:
