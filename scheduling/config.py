@@ -104,6 +104,14 @@ class DynamicWeights(BaseModel):
         allow_inf_nan=False,
         description="Predicted service time at which the service-time penalty is half its weight.",
     )
+    triage_slos: float = Field(
+        1.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="Triage: a job that can no longer meet its deadline (per the service "
+        "model) gets no urgency until this many of its SLOs past the deadline, so lanes go "
+        "to jobs that can still be saved first; then it ages back in. 0: no triage.",
+    )
 
     @model_validator(mode="after")
     def _urgency_beats_class(self) -> DynamicWeights:

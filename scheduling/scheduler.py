@@ -16,10 +16,14 @@ Decisions, in order, each time a lane is free:
    its group holds a full batch; other jobs are ready at once.
 2. The head's dispatch is formed: its next part (at most the cap), then, if it
    is batchable, whole compatible queued jobs in policy order while they fit
-   (first fit). The cap of a merged dispatch is min(max_batch,
-   max_dispatch_samples); a non-batchable job's part is at most
-   max_dispatch_samples; both are also cut to what the token capacity can
-   ever hold, so every dispatch fits an idle device.
+   (first fit). With a service model a companion also has to keep the
+   dispatch's predicted end before the tightest deadline among the jobs it
+   finishes that would make theirs: the micro-batch is the largest whose
+   predicted service time (a quantile, if the model answers one) meets it.
+   The cap of a merged dispatch is min(max_batch, max_dispatch_samples); a
+   non-batchable job's part is at most max_dispatch_samples; both are also cut
+   to what the token capacity can ever hold, so every dispatch fits an idle
+   device.
 3. Head of line: if the dispatch's tokens do not fit the free tokens, nothing
    else starts in this poll. No job overtakes a blocked head, so nothing starves
    behind a bigger job and priority order is never broken by token pressure; the
@@ -337,6 +341,18 @@ class Scheduler:
         if len(others) > 1:
             others = self.policy.order(others, now, self)
         shed_late = self._shed_late
+        model = self.service_model
+        samples = take
+        # Deadline guard: the earliest deadline of a job that ends in this dispatch
+        # and makes it as planned so far. A companion joins only if the grown
+        # dispatch still ends before it (a split job's part is not its end).
+        tightest = float("inf")
+        if (
+            model is not None
+            and take == head.remaining
+            and now + model.predict(*key, take) <= head.deadline
+        ):
+            tightest = head.deadline
         for job in others:
             count = job.remaining
             if count > room:
@@ -344,7 +360,14 @@ class Scheduler:
             if shed_late and job.dispatch is None and self._late(job, now):
                 self._shed_job(job, now, queued=True)
                 continue
+            if model is not None:
+                end = now + model.predict(*key, samples + count)
+                if end > tightest:
+                    continue  # it would make a member late; a smaller one may still fit
+                if end <= job.deadline < tightest:
+                    tightest = job.deadline
             picks.append((job, count))
+            samples += count
             room -= count
             if not room:
                 break

@@ -132,3 +132,49 @@ def test_no_wakeup_while_every_lane_is_busy() -> None:
     sched.poll(0.0)
     sched.submit(make_job(id=1), 0.001)
     assert sched.next_wakeup(0.001) is None
+
+
+# Deadline-aware micro-batches: the service model is 10 ms + 1 ms per sample.
+
+
+def test_companion_that_would_make_the_head_late_stays_out() -> None:
+    sched = make_scheduler(microbatch=True, window_ms=0, max_batch=64, split=64)
+    head = make_job(id=0, samples=4, arrival=0.0, slo=0.020)  # alone: 14 ms, within 20
+    big = make_job(id=1, samples=16, arrival=0.0)  # with it: 30 ms, head late
+    small = make_job(id=2, samples=4, arrival=0.0)  # with it: 18 ms, fine
+    for job in (head, big, small):
+        sched.submit(job, 0.0)
+    [d] = sched.poll(0.0)
+    assert ids(d) == [0, 2]  # the largest micro-batch that still meets the tightest deadline
+    assert d.samples == 8
+
+
+def test_companion_deadlines_tighten_the_batch_too() -> None:
+    sched = make_scheduler(microbatch=True, window_ms=0, max_batch=64, split=64)
+    head = make_job(id=0, samples=4, arrival=0.0)  # 1 s SLO
+    tight = make_job(id=1, samples=4, arrival=0.0, slo=0.020)  # 18 ms with the head
+    late_joiner = make_job(id=2, samples=8, arrival=0.0)  # 26 ms: would make `tight` late
+    for job in (head, tight, late_joiner):
+        sched.submit(job, 0.0)
+    [d] = sched.poll(0.0)
+    assert ids(d) == [0, 1]
+
+
+def test_a_member_that_is_lost_anyway_does_not_shrink_the_batch() -> None:
+    sched = make_scheduler(microbatch=True, window_ms=0, max_batch=64, split=64)
+    head = make_job(id=0, samples=4, arrival=0.0, slo=0.005)  # 14 ms even alone: late anyway
+    others = [make_job(id=i, samples=8, arrival=0.0) for i in (1, 2)]
+    for job in (head, *others):
+        sched.submit(job, 0.0)
+    [d] = sched.poll(0.0)
+    assert ids(d) == [0, 1, 2]
+
+
+def test_without_a_service_model_batches_fill_to_the_cap() -> None:
+    sched = make_scheduler(service_model=None, microbatch=True, window_ms=0, split=64)
+    head = make_job(id=0, samples=4, arrival=0.0, slo=0.020)
+    big = make_job(id=1, samples=16, arrival=0.0)
+    for job in (head, big):
+        sched.submit(job, 0.0)
+    [d] = sched.poll(0.0)
+    assert ids(d) == [0, 1]

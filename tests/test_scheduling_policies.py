@@ -122,21 +122,46 @@ def test_fifo_with_same_jobs_keeps_arrival_order() -> None:
 SLOW = FixedServiceTime.linear(100.0, 0.0)  # 100 ms whatever the size
 
 
-def urgent_batch_jobs():
+def urgent_batch_jobs(batch_slo: float = 0.210):
     return [
         make_job(id=0, arrival=0.0),  # runs 0-100 ms
-        make_job(id=1, job_class="batch", arrival=0.001, slo=0.150),  # due 151 ms
+        make_job(id=1, job_class="batch", arrival=0.001, slo=batch_slo),  # due 211 ms
         make_job(id=2, job_class="interactive", arrival=0.090, slo=0.500),  # due 590 ms
     ]
 
 
 def test_dynamic_lets_an_urgent_batch_job_overtake_a_relaxed_interactive_one() -> None:
-    # At 100 ms: batch slack = 151 - 100 - 100 < 0 → urgency 1 → score 2 - 0.1 - 0.0084;
-    # interactive slack 390 ms of 500 → urgency 0.22 → score 1 + 0.44 - 0.1 - 0.0084.
+    # At 100 ms: batch slack = 211 - 100 - 100 = 11 ms of 210 → urgency 0.95 → score
+    # 1.90 - 0.1 - 0.0084; interactive slack 390 ms of 500 → urgency 0.22 → score
+    # 1 + 0.44 - 0.1 - 0.0084.
     jobs = by_id(urgent_batch_jobs())
     drive(make_scheduler(policy="dynamic", service_model=SLOW), jobs.values(), SLOW)
     assert jobs[1].start == pytest.approx(0.100)
     assert jobs[2].start == pytest.approx(0.200)
+
+
+def test_dynamic_triage_serves_a_savable_job_before_a_lost_one() -> None:
+    # Due at 151 ms, the batch job cannot end in time even if started at 100 ms
+    # (100 ms of service): it yields to the interactive job, which can still be saved.
+    jobs = by_id(urgent_batch_jobs(batch_slo=0.150))
+    drive(make_scheduler(policy="dynamic", service_model=SLOW), jobs.values(), SLOW)
+    assert jobs[2].start == pytest.approx(0.100)
+    assert jobs[1].start == pytest.approx(0.200)
+
+
+def test_dynamic_without_triage_still_runs_the_lost_job_first() -> None:
+    jobs = by_id(urgent_batch_jobs(batch_slo=0.150))
+    sched = make_scheduler(policy="dynamic", service_model=SLOW, weights={"triage_slos": 0})
+    drive(sched, jobs.values(), SLOW)
+    assert jobs[1].start == pytest.approx(0.100)
+
+
+def test_dynamic_lost_job_ages_back_in_after_its_grace() -> None:
+    # Due at 11 ms with a 10 ms SLO, triage lasts until 21 ms (triage_slos = 1): at
+    # 100 ms the job has aged back in with urgency 1 and outranks the interactive job.
+    jobs = by_id(urgent_batch_jobs(batch_slo=0.010))
+    drive(make_scheduler(policy="dynamic", service_model=SLOW), jobs.values(), SLOW)
+    assert jobs[1].start == pytest.approx(0.100)
 
 
 def test_priority_slo_with_same_jobs_serves_interactive_first() -> None:

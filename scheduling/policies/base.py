@@ -26,6 +26,11 @@ class QueueView(Protocol):
         """Total tokens of the pool."""
         ...
 
+    @property
+    def lanes(self) -> int:
+        """Lanes in the pool (busy or idle)."""
+        ...
+
     def ready(self, job: Job, now: float) -> bool:
         """Whether `job` may lead a dispatch now (not held by its batching window)."""
         ...
