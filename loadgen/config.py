@@ -181,7 +181,7 @@ class FixedEntry(BaseModel):
 
 
 class ServiceTimeConfig(BaseModel):
-    """Where the simulator's service times come from: a measured profile or a fixed table."""
+    """Where the simulator's service times come from: a profile, a fixed table or the predictor."""
 
     model_config = _FROZEN
 
@@ -191,7 +191,10 @@ class ServiceTimeConfig(BaseModel):
         "working directory, then the config file's directory.",
     )
     threads: int | None = Field(
-        None, ge=1, description="Which thread count of the profile; needed if it has several."
+        None,
+        ge=1,
+        description="Which thread count of the profile (needed if it has several); with "
+        "predictor, the thread count the predictor is asked at (default 1).",
     )
     stat: Literal["mean_ms", "p50_ms"] = Field(
         "mean_ms", description="Which latency statistic of the profile a dispatch takes."
@@ -199,23 +202,36 @@ class ServiceTimeConfig(BaseModel):
     fixed: dict[Annotated[str, AfterValidator(_fixed_key)], FixedEntry] | None = Field(
         None, description=f"Per-workload linear costs; key {ANY_WORKLOAD!r} covers the rest."
     )
+    predictor: bool = Field(
+        False,
+        description="Time the lanes by the learned predictor (section predictor:, which must "
+        "be enabled) at its mean: workloads and batch sizes no profile holds.",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> ServiceTimeConfig:
-        if (self.profile is None) == (self.fixed is None):
-            raise ValueError("give exactly one of profile (a CSV path) or fixed (a table)")
+        if sum((self.profile is not None, self.fixed is not None, self.predictor)) != 1:
+            raise ValueError(
+                "give exactly one of profile (a CSV path), fixed (a table) or "
+                "predictor: true (the learned predictor)"
+            )
         if self.fixed is not None:
             for key in ("threads", "stat"):
                 if key in self.model_fields_set:
                     raise KeyedError(key, "applies to a profile, not to a fixed table")
+        if self.predictor and "stat" in self.model_fields_set:
+            raise KeyedError(
+                "stat", "applies to a profile, not to the predictor (lanes take its mean)"
+            )
         return self
 
 
 class PredictorConfig(BaseModel):
     """The learned service-time predictor: what the scheduler *believes* (mode simulate).
 
-    The profile keeps driving the simulated lanes; the predictor answers the
-    policies' and the time budget's "how long would this batch take".
+    The predictor answers the policies' and the time budget's "how long would
+    this batch take"; the profile keeps driving the simulated lanes unless
+    `service_time.predictor` has the predictor time them too.
     """
 
     model_config = _FROZEN
@@ -354,6 +370,11 @@ class ExperimentConfig(BaseModel):
             )
         _positive_total(self.workload_mix, "workload_mix")
         _positive_total(self.backends, "backends")
+        if self.service_time.predictor and not self.predictor.enabled:
+            raise KeyedError(
+                "service_time.predictor",
+                "needs predictor.enabled: true (with predictor.path or predictor.train_from)",
+            )
         fixed = self.service_time.fixed
         if fixed is not None and ANY_WORKLOAD not in fixed:
             lacking = [w for w in self.active_workloads() if w not in fixed]

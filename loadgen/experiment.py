@@ -35,10 +35,19 @@ TOKEN_BASES: dict[str, int] = {name: spec.token_base for name, spec in WORKLOADS
 
 
 def build_service_model(config: ExperimentConfig) -> ServiceTimeModel:
-    """The simulator's service times: the profile (checked to cover the mix) or the fixed table."""
+    """The simulator's service times: a profile, a fixed table or the learned predictor.
+
+    A profile or the predictor is checked to cover the mix before anything runs.
+    """
     st = config.service_time
     if st.fixed is not None:
         return FixedServiceTime({w: (e.base_ms, e.per_sample_ms) for w, e in st.fixed.items()})
+    if st.predictor:
+        # The mean, not predictor.quantile: a lane takes the typical time (jitter adds
+        # the spread); the quantile is a planning margin for the scheduler only.
+        model = load_predictor(config).as_service_model(threads=st.threads or 1)
+        _require_mix(config, model, "service_time.predictor")
+        return model
     assert st.profile is not None  # the config guarantees exactly one source
     try:
         table = ProfileTable.from_csv(
@@ -62,6 +71,12 @@ def check_runnable(config: ExperimentConfig) -> None:
     """
     if not config.predictor.enabled:
         return
+    if config.mode == "live" and config.service_time.predictor:
+        # Named first: the predictor.enabled advice below would only lead here.
+        raise ConfigError(
+            f"{config.source}: service_time.predictor: the learned predictor times simulated "
+            "lanes only; give service_time.profile or service_time.fixed for live runs"
+        )
     if config.mode == "live":
         # The live gateway corrects its own service-time model online; a predictor
         # consulted only by the twin simulation would make the twin a different system.
@@ -116,13 +131,24 @@ def _cached_predictor(
     return predictor
 
 
+def _require_mix(config: ExperimentConfig, model: ServiceTimeModel, key: str) -> None:
+    """Ask `model` about every combination of the mix now, not as an error mid-run."""
+    try:
+        for w in config.active_workloads():
+            for b in config.active_backends():
+                model.predict(w, b, config.precision, 1)
+    except ValueError as exc:
+        raise ConfigError(f"{config.source}: {key}: cannot predict the mix: {exc}") from None
+
+
 def build_policy_model(
     config: ExperimentConfig, service_model: ServiceTimeModel
 ) -> tuple[ServiceTimeModel | None, dict[str, Any] | None]:
     """What the scheduler believes, and a summary entry; (None, None) with no predictor.
 
-    The predictor is asked at the lanes' thread count (the profile's), with no
-    other lane counted busy: the conditions the profile rows were measured in.
+    The predictor is asked at the lanes' thread count (the profile's, or
+    service_time.threads), with no other lane counted busy: the conditions the
+    profile rows were measured in.
     """
     if not config.predictor.enabled:
         return None, None
@@ -130,12 +156,7 @@ def build_policy_model(
     pc = config.predictor
     threads = getattr(service_model, "threads", None) or config.service_time.threads or 1
     model = predictor.as_service_model(threads=threads, quantile=pc.quantile)
-    try:  # every combination of the mix, now: not as an error in the middle of a run
-        for w in config.active_workloads():
-            for b in config.active_backends():
-                model.predict(w, b, config.precision, 1)
-    except ValueError as exc:
-        raise ConfigError(f"{config.source}: predictor: cannot predict the mix: {exc}") from None
+    _require_mix(config, model, "predictor")
     info = {
         "used": True,
         "source": f"train_from: {pc.train_from}" if pc.train_from else f"path: {pc.path}",
@@ -170,7 +191,8 @@ def simulate_run(
     The throughput window runs to the last event, not just the arrival span:
     an overloaded run is credited only with the work it really finished. With
     predictor.enabled the scheduler believes the learned predictor while
-    `service_model` (the profile) keeps driving the lanes.
+    `service_model` (the profile, or the predictor's mean with
+    service_time.predictor) keeps driving the lanes.
     """
     policy_model, predictor_info = build_policy_model(config, service_model)
     started = time.perf_counter()

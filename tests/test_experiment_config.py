@@ -14,6 +14,10 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 SHIPPED = sorted(CONFIGS.glob("*.yaml"))
 
 
+#: An enabled predictor trained at start from the shipped profile.
+PREDICTOR_ON = {"enabled": True, "train_from": str(CONFIGS / "profiles" / "cpu.csv")}
+
+
 def minimal(**overrides: Any) -> dict[str, Any]:
     """The smallest valid config (a fixed service-time table), with overrides."""
     data: dict[str, Any] = {
@@ -59,7 +63,9 @@ def test_every_shipped_config_loads(path: Path) -> None:
     assert config.mode == ("live" if path.stem.startswith("live_") else "simulate")
     # A shipped predictor trains from a shipped profile: nothing to download or pre-build.
     assert not config.predictor.enabled or config.predictor.train_from
-    assert config.service_time.profile == "configs/profiles/cpu.csv"
+    # Lanes are timed by the shipped profile, or by a predictor trained on it.
+    timing = config.predictor.train_from if config.service_time.predictor else None
+    assert (timing or config.service_time.profile) == "configs/profiles/cpu.csv"
 
 
 def test_shipped_configs_are_the_five_scenarios() -> None:
@@ -123,6 +129,20 @@ def test_every_problem_is_reported(tmp_path: Path) -> None:
         ({"batch_sizes": {"interactive": {"min": 1}}}, "batch_sizes.interactive.max: a range"),
         ({"workload_mix": {"resnet50": 1}}, "service_time.fixed: no entry for resnet50"),
         ({"service_time": {"profile": "p.csv", "fixed": {}}}, "service_time: give exactly one"),
+        (
+            {"service_time": {"profile": "p.csv", "predictor": True}},
+            "service_time: give exactly one of profile (a CSV path), fixed (a table) or "
+            "predictor: true",
+        ),
+        ({"service_time": {"predictor": False}}, "service_time: give exactly one"),
+        (
+            {"service_time": {"predictor": True}},
+            "service_time.predictor: needs predictor.enabled: true",
+        ),
+        (
+            {"service_time": {"predictor": True, "stat": "p50_ms"}, "predictor": PREDICTOR_ON},
+            "service_time.stat: applies to a profile, not to the predictor",
+        ),
         ({"predictor": {"enabled": True}}, "predictor.path: required when"),
         ({"scheduler": {"tokens": {"capacity": 50}}}, "scheduler.tokens.capacity: 50 tokens"),
         ({"workload_mix": {"resnet18": 0}}, "workload_mix: weights must not all be 0"),
@@ -134,6 +154,15 @@ def test_cross_field_problems_name_the_key(
 ) -> None:
     lines = errors_of(tmp_path, minimal(**overrides))
     assert any(line.startswith(expected) for line in lines), lines
+
+
+def test_predictor_timed_lanes_accept_threads(tmp_path: Path) -> None:
+    timed = minimal(service_time={"predictor": True}, predictor=PREDICTOR_ON)
+    config = load_experiment_config(write(tmp_path, timed))
+    assert config.service_time.predictor and config.service_time.threads is None
+    assert config.service_time.profile is None and config.service_time.fixed is None
+    timed["service_time"]["threads"] = 4
+    assert load_experiment_config(write(tmp_path, timed)).service_time.threads == 4
 
 
 def test_missing_files_are_config_errors(tmp_path: Path) -> None:
