@@ -315,9 +315,27 @@ def predictor_error() -> ts_b.Panel:
             "capacity); negative: it under-estimates them (dispatches overrun "
             "max_dispatch_ms, interactive waits grow). Dashed: ±20 %.",
             "percentunit",
-            width=24,
+            width=12,
         ).thresholds(thresholds((None, "red"), (-0.2, "green"), (0.2, "red")))
     ).with_target(query("mlws_predictor_error_ratio", "{{model}} {{backend}}", "A"))
+
+
+def predictor_residual() -> ts_b.Panel:
+    return timeseries(
+        "Online correction: observed / predicted",
+        "Exponentially weighted ratio of observed to base-predicted service time per "
+        "batch-size bucket; predictions are multiplied by it. 1: the trained predictor (or "
+        "online fit) is right; a step means the lanes changed speed (drift, a noisy "
+        "neighbour, another thread count); a ratio far from 1 for long: retrain.",
+        "none",
+        width=12,
+    ).with_target(
+        query(
+            "mlws_predictor_residual_ratio",
+            "{{model}} {{backend}} {{precision}} batch {{batch_bucket}}",
+            "A",
+        )
+    )
 
 
 # --- dashboard ----------------------------------------------------------------------------
@@ -353,6 +371,7 @@ def build() -> dash_m.Dashboard:
         .with_panel(microbatch_mean())
         .with_row(dash_b.Row("Predictor"))
         .with_panel(predictor_error())
+        .with_panel(predictor_residual())
         .build()
     )
     # The builders leave ids unset (rows get 0); Grafana links a panel by its id.

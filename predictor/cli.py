@@ -5,6 +5,10 @@
     mlws predictor eval --model models/predictor.pkl --profiles results/profiles.csv \\
         [--test-batch-sizes 2,8,32] [--workloads resnet50] [--plot out.png]
 
+`--profiles` takes several files, comma-separated or repeated, read as one
+table: e.g. `configs/profiles/cpu.csv,results/live_profile.csv`, a profile
+plus a running gateway's `GET /v1/profile` export.
+
 `eval` prints MAPE and quantile coverage overall and per workload/backend and
 ends with one JSON line. Mistakes (unknown option, bad value, missing file, a
 predictor file that fails its checks) are one line on stderr and exit 2.
@@ -83,7 +87,7 @@ def _one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Train on the selected rows of a profile CSV and save the predictor."""
+    """Train on the selected rows of the profile CSVs and save the predictor."""
     from predictor.evaluate import select_rows
     from predictor.features import load_profile_data
     from predictor.latency import LatencyPredictor
@@ -138,6 +142,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+#: `--profiles` of train and eval: several files (comma-separated or repeated) are
+#: read one after another, e.g. configs/profiles/cpu.csv plus a GET /v1/profile export.
+PROFILES_OPTION: dict[str, Any] = {
+    "required": True,
+    "type": _names,
+    "action": "extend",
+    "metavar": "CSV[,CSV…]",
+    "help": "`mlws profile` output or a gateway's GET /v1/profile export; several files "
+    "(comma-separated or repeated) are concatenated",
+}
+
+
 def add_predictor_parser(subparsers: Any) -> argparse.ArgumentParser:
     """`predictor train|eval`: the learned latency predictor (see this module's docstring)."""
     parser = subparsers.add_parser(
@@ -151,7 +167,7 @@ def add_predictor_parser(subparsers: Any) -> argparse.ArgumentParser:
     t = _one_line_errors(
         actions.add_parser("train", help="fit on a profile CSV and save the predictor")
     )
-    t.add_argument("--profiles", required=True, metavar="CSV", help="`mlws profile` output")
+    t.add_argument("--profiles", **PROFILES_OPTION)
     t.add_argument("--out", default="models/predictor.pkl", metavar="FILE")
     t.add_argument("--model-type", default="random_forest", choices=MODEL_TYPES)
     t.add_argument(
@@ -174,9 +190,16 @@ def add_predictor_parser(subparsers: Any) -> argparse.ArgumentParser:
         actions.add_parser("eval", help="MAPE and quantile coverage on a profile CSV")
     )
     e.add_argument("--model", required=True, metavar="FILE", help="a trained predictor file")
-    e.add_argument("--profiles", required=True, metavar="CSV", help="`mlws profile` output")
+    e.add_argument("--profiles", **PROFILES_OPTION)
     e.add_argument("--test-batch-sizes", type=_batch_sizes, metavar="LIST")
-    e.add_argument("--workloads", type=_names, metavar="LIST", help="evaluate these only")
+    e.add_argument(
+        "--workloads",
+        "--hold-out-workload",
+        dest="workloads",
+        type=_names,
+        metavar="LIST",
+        help="evaluate these only (e.g. the workloads held out of training)",
+    )
     e.add_argument("--quantile", type=_quantile, default=0.95, help="default 0.95")
     e.add_argument("--plot", metavar="PNG", help="write predicted vs measured (log-log)")
     e.set_defaults(func=cmd_eval)

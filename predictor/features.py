@@ -116,7 +116,8 @@ def catalogue_size(workload: str) -> tuple[float, float] | None:
 def load_profile_data(
     source: Any, sizes: Mapping[str, tuple[float, float]] | None = None
 ) -> ProfileData:
-    """Rows from a CSV path, a mapping of columns, a DataFrame, a list of row dicts or ProfileData.
+    """Rows from a CSV path, a mapping of columns, a DataFrame, a list of row dicts or ProfileData,
+    or a list of CSV paths (their rows one after another, see `concat_profile_data`).
 
     `sizes` maps workload → (param_count, flops_per_sample) for rows without
     those columns (the catalogue is consulted after it).
@@ -125,6 +126,8 @@ def load_profile_data(
         return source
     if isinstance(source, str | Path):
         columns = _read_csv(Path(source))
+    elif _is_path_list(source):
+        return concat_profile_data([load_profile_data(path, sizes) for path in source])
     elif isinstance(source, Mapping):
         columns = {str(k): _as_array(v) for k, v in source.items()}
     elif hasattr(source, "columns") and hasattr(source, "__getitem__"):  # a pandas DataFrame
@@ -134,6 +137,28 @@ def load_profile_data(
     else:
         raise FeatureError(f"cannot read profile rows from a {type(source).__name__}")
     return _columns_to_data(columns, sizes or {})
+
+
+def _is_path_list(source: Any) -> bool:
+    return (
+        isinstance(source, Sequence)
+        and len(source) > 0
+        and all(isinstance(s, str | Path) for s in source)
+    )
+
+
+def concat_profile_data(parts: Sequence[ProfileData]) -> ProfileData:
+    """The rows of every part, in order: e.g. `mlws profile` output plus the live
+    gateway's export. Each part has filled its own defaults (a profiler CSV has no
+    busy_lanes column: 0), so parts may differ in optional columns; the latency
+    columns kept are those every part has."""
+    if not parts:
+        raise FeatureError("no profile rows to concatenate")
+    stats = [s for s in STATS if all(s in p.stats for p in parts)]
+    return ProfileData(
+        **{n: np.concatenate([getattr(p, n) for p in parts]) for n in _ARRAY_FIELDS},
+        stats={s: np.concatenate([p.stats[s] for p in parts]) for s in stats},
+    )
 
 
 def _as_array(value: Any) -> np.ndarray:

@@ -21,10 +21,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from predictor.online import OnlineServiceTime
 from scheduling.scheduler import Scheduler
 from scheduling.tokens import FP16_FACTOR, TOKENS_PER_SAMPLE
 from server.codecs import OCTET_STREAM
@@ -36,6 +35,8 @@ from server.kserve import add_kserve_routes
 from server.lanes import LaneBatch, LanePool, build_pool, dispatch_cap, export_models
 from server.metrics import GatewayMetrics
 from server.schemas import ErrorBody, InferRequest, InferResponse
+from server.service_log import ServiceKey, profile_csv, profile_rows
+from server.service_times import describe, load_service_model
 from server.stats import SlidingWindowStats
 from workloads.specs import WorkloadSpec
 
@@ -117,7 +118,7 @@ def build_gateway(config: GatewayConfig) -> Gateway:
     for name in specs:
         metrics.register_model(name)
     stats = SlidingWindowStats(config.stats_window_s)
-    service = OnlineServiceTime()
+    service = load_service_model(config)
     scheduler = Scheduler(config.scheduler, {n: s.token_base for n, s in specs.items()}, service)
     pool = build_pool(config, specs)
     dispatcher = Dispatcher(scheduler, pool, metrics, stats, service_model=service)
@@ -154,9 +155,7 @@ async def _calibrate(gw: Gateway) -> None:
     Without it the scheduler knows no service times until traffic arrives, and
     the first long batch dispatches would ignore max_dispatch_ms.
     """
-    service = gw.dispatcher.service_model
-    if service is None:
-        return
+    dispatcher = gw.dispatcher
     for model in gw.config.models:
         spec = gw.specs[model.name]
         for backend in model.backends:
@@ -166,8 +165,9 @@ async def _calibrate(gw: Gateway) -> None:
                 for n in sorted({1, cap}):
                     for _ in range(CALIBRATION_RUNS):
                         result = await gw.pool.run(0, LaneBatch(-1, key, [(None, 0, n)]))
-                        service.observe(*key, n, result.service_s)
-    gw.scheduler.refresh_predictions()
+                        dispatcher.learn(key, n, result.service_s)
+                        # Before admission nothing else runs: a contention-free row.
+                        dispatcher.service_log.record(ServiceKey(*key, n, 0), result.service_s)
 
 
 def create_app(config: GatewayConfig | None = None) -> FastAPI:
@@ -268,6 +268,47 @@ def _add_routes(app: FastAPI) -> None:
         body, content_type = request.app.state.gateway.metrics.render()
         return Response(body, media_type=content_type)
 
+    @app.get("/v1/predictor", tags=["operations"])
+    async def predictor(request: Request) -> dict[str, Any]:
+        """The service-time model: its source and, per (model, backend, precision,
+        batch-size bucket), the online residual observed ÷ predicted and the
+        base and corrected predictions it gives."""
+        gw: Gateway = request.app.state.gateway
+        return describe(gw.dispatcher.service_model, gw.config)
+
+    @app.get(
+        "/v1/profile",
+        tags=["operations"],
+        summary="Observed service times as a profile CSV",
+        response_class=Response,
+        responses={
+            200: {
+                "description": "`mlws profile` columns plus busy_lanes; the header even "
+                "with no rows.",
+                "content": {"text/csv": {"schema": {"type": "string"}}},
+            },
+            422: {"model": ErrorBody},
+        },
+    )
+    async def live_profile(
+        request: Request,
+        min_repeats: int = Query(
+            1, ge=1, description="Leave out rows summarising fewer service times than this."
+        ),
+    ) -> Response:
+        """The service times the lanes measured (calibration runs and every successful
+        dispatch, the most recent 1000 per row) as training rows for
+        `mlws predictor train --profiles`: one row per model, backend, precision,
+        batch size and busy_lanes (other lanes running a dispatch when it started),
+        in the columns `mlws profile` writes plus busy_lanes; peak_mem_mb is empty
+        (not measured live)."""
+        gw: Gateway = request.app.state.gateway
+        # Copied here on the loop, which records into it; summarised off the loop,
+        # where resolving an "auto" device may import torch or onnxruntime.
+        times = gw.dispatcher.service_log.snapshot()
+        text = await asyncio.to_thread(_live_profile_csv, gw, times, min_repeats)
+        return Response(text, media_type="text/csv")
+
     @app.get("/stats", tags=["operations"])
     async def stats(request: Request) -> dict[str, Any]:
         """Per-class latency percentiles and SLO attainment over the sliding window."""
@@ -276,6 +317,25 @@ def _add_routes(app: FastAPI) -> None:
         summary["queue_depth"] = {c: gw.scheduler.queue_depth(c) for c in summary["classes"]}
         summary["tokens_in_use"] = gw.scheduler.tokens_in_use
         return summary
+
+
+def _live_profile_csv(gw: Gateway, times: dict[ServiceKey, list[float]], min_repeats: int) -> str:
+    """GET /v1/profile's body: `times` summarised with this gateway's threads and devices."""
+    from backends.devices import ort_cuda_available, resolve_device, torch_cuda_available
+
+    def device_of(backend: str, precision: str) -> str:
+        # The choice the lanes' runners made when they loaded (see backends/*_backend.py).
+        cuda = ort_cuda_available() if backend == "onnx" else torch_cuda_available()
+        return resolve_device(gw.config.device, precision, cuda)
+
+    rows = profile_rows(
+        times,
+        threads=gw.config.lanes.threads(),
+        device_of=device_of,
+        specs=gw.specs,
+        min_repeats=min_repeats,
+    )
+    return profile_csv(rows)
 
 
 def _describe_model(gw: Gateway, model: ModelConfig) -> dict[str, Any]:

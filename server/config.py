@@ -122,6 +122,39 @@ class LaneConfig(BaseModel):
         return max(1, (os.cpu_count() or 1) // self.count)
 
 
+class PredictorConfig(BaseModel):
+    """Where the scheduler's service-time predictions come from, and how they are corrected."""
+
+    model_config = _FROZEN
+
+    path: str | None = Field(
+        None,
+        description="A model file from `mlws predictor train` (a pickle: name only files you "
+        "trained or trust). None: service times are learned online from calibration runs "
+        "and every dispatch, starting from nothing.",
+    )
+    quantile: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="Plan with this quantile of the trained predictor (e.g. 0.95, for SLO "
+        "safety) instead of its mean; the quantile must have been trained. Needs path.",
+    )
+    correction_half_life: float = Field(
+        20.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="Online correction: dispatches of one (model, backend, precision, "
+        "batch-size bucket) after which an observed residual's weight halves.",
+    )
+
+    @model_validator(mode="after")
+    def _quantile_needs_a_file(self) -> PredictorConfig:
+        if self.quantile is not None and self.path is None:
+            raise KeyedError("quantile", "needs predictor.path: only a trained predictor has one")
+        return self
+
+
 def _default_models() -> tuple[ModelConfig, ...]:
     return (ModelConfig(name=RESNET18.name),)
 
@@ -148,6 +181,10 @@ class GatewayConfig(BaseModel):
         description="The scheduling core; scheduler.lanes follows lanes.count, "
         "queue_limit defaults to interactive 64, batch 256, and max_dispatch_ms to 50 "
         "(service times are learned from calibration runs and every dispatch).",
+    )
+    predictor: PredictorConfig = Field(
+        default_factory=PredictorConfig,
+        description="Service-time predictor and its online correction.",
     )
     max_body_mb: float = Field(
         32.0,

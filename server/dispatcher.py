@@ -28,12 +28,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from predictor.online import OnlineServiceTime
+from predictor.online import ResidualCorrection, bucket_label, bucket_of
 from scheduling.job import JOB_CLASSES, Dispatch, Job, Part
 from scheduling.scheduler import Scheduler
 from server.errors import Unavailable
 from server.lanes import LaneBatch, LaneError, LanePool, LaneResult
 from server.metrics import GatewayMetrics
+from server.service_log import ServiceKey, ServiceLog
 from server.stats import SlidingWindowStats
 
 log = logging.getLogger("mlws.dispatcher")
@@ -81,12 +82,14 @@ class Dispatcher:
         pool: LanePool,
         metrics: GatewayMetrics,
         stats: SlidingWindowStats,
+        service_model: ResidualCorrection,
         clock: Callable[[], float] = time.monotonic,
-        service_model: OnlineServiceTime | None = None,
     ) -> None:
         self.scheduler = scheduler
         #: Learns from every completed dispatch; the scheduler's budget caps follow it.
         self.service_model = service_model
+        #: Every successful dispatch's service time: GET /v1/profile's training rows.
+        self.service_log = ServiceLog()
         self.pool = pool
         self.metrics = metrics
         self.stats = stats
@@ -212,13 +215,15 @@ class Dispatcher:
                     await self._wake.wait()
 
     def _launch(self, dispatch: Dispatch) -> None:
+        # Contention as the dispatch starts, the predictor's busy_lanes feature.
+        busy = sum(b for lane, b in enumerate(self._lane_busy) if lane != dispatch.lane)
         self._lane_busy[dispatch.lane] = True
         self.metrics.observe_batch(dispatch.workload, dispatch.samples)
-        task = asyncio.create_task(self._execute(dispatch), name=f"dispatch-{dispatch.id}")
+        task = asyncio.create_task(self._execute(dispatch, busy), name=f"dispatch-{dispatch.id}")
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 
-    async def _execute(self, dispatch: Dispatch) -> None:
+    async def _execute(self, dispatch: Dispatch, busy_lanes: int) -> None:
         batch = LaneBatch(
             dispatch.id,
             (dispatch.workload, dispatch.backend, dispatch.precision),
@@ -235,7 +240,10 @@ class Dispatcher:
                 self._finish(job, now)
         else:
             now = self.clock()
-            self._learn(dispatch, result.service_s)
+            group = (dispatch.workload, dispatch.backend, dispatch.precision)
+            self.learn(group, dispatch.samples, result.service_s)
+            key = ServiceKey(*group, dispatch.samples, busy_lanes)
+            self.service_log.record(key, result.service_s)
             done = self.scheduler.complete(dispatch, now)
             for part, rows in zip(dispatch.parts, result.outputs, strict=True):
                 waiter = self._waiters.get(part.job.id)
@@ -249,17 +257,20 @@ class Dispatcher:
             self._publish()
 
     # ----------------------------------------------------------- helpers
-    def _learn(self, dispatch: Dispatch, service_s: float) -> None:
-        if self.service_model is None:
-            return
-        group = (dispatch.workload, dispatch.backend, dispatch.precision)
-        predicted = self.service_model.predict(*group, dispatch.samples)
-        if predicted > 0 and service_s > 0:
-            # Error of the prediction the scheduler acted on, before this observation.
-            self.metrics.set_prediction_error(
-                dispatch.workload, dispatch.backend, (predicted - service_s) / service_s
+    def learn(self, group: tuple[str, str, str], samples: int, service_s: float) -> None:
+        """One timed run of `samples` samples of `group`: correct the service-time
+        model, export its error and residual, and let the scheduler replan."""
+        model = self.service_model
+        error = model.observe(*group, samples, service_s)
+        if error is not None:
+            # Error of the (mean) prediction as it stood before this observation.
+            workload, backend, precision = group
+            self.metrics.set_prediction_error(workload, backend, error)
+            bucket = bucket_of(samples)
+            residual = model.residuals()[(*group, bucket)]
+            self.metrics.set_residual(
+                workload, backend, precision, bucket_label(bucket), residual.ratio
             )
-        self.service_model.observe(*group, dispatch.samples, service_s)
         self.scheduler.refresh_predictions()
 
     def _finish(self, job: Job, now: float, aborted: str | None = None) -> None:

@@ -109,6 +109,13 @@ class GatewayMetrics:
             ["model", "backend"],
             registry=reg,
         )
+        self.residual = Gauge(
+            "mlws_predictor_residual_ratio",
+            "Online correction: exponentially weighted observed / predicted service time "
+            "per batch-size bucket (1 = the base predictor is right; it multiplies predictions).",
+            ["model", "backend", "precision", "batch_bucket"],
+            registry=reg,
+        )
         # Series without a model label exist from the start.
         for job_class in JOB_CLASSES:
             self.queue_depth.labels(job_class).set(0)
@@ -197,6 +204,12 @@ class GatewayMetrics:
     def set_prediction_error(self, model: str, backend: str, ratio: float) -> None:
         """Set the predictor's latest relative error for a model on a backend."""
         self.prediction_error.labels(self._model_label(model), backend).set(ratio)
+
+    def set_residual(
+        self, model: str, backend: str, precision: str, bucket: str, ratio: float
+    ) -> None:
+        """Set the online correction's observed ÷ predicted ratio of a batch-size bucket."""
+        self.residual.labels(self._model_label(model), backend, precision, bucket).set(ratio)
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text of this registry and its content type, for GET /metrics."""

@@ -81,10 +81,14 @@ def preflight(config: GatewayConfig) -> None:
     """Refuse, before anything starts, what could only fail later in a worker.
 
     Raises ValueError (one line) for a missing weights or ONNX file, an ONNX file
-    the catalogue cannot read, or a precision/device no backend here can run.
+    the catalogue cannot read, a precision/device no backend here can run, or a
+    predictor file that cannot be loaded.
     """
     from backends.devices import ort_cuda_available, resolve_device, torch_cuda_available
+    from server.service_times import load_service_model
     from workloads.onnx_file import inspect_onnx_file
+
+    load_service_model(config)
 
     for i, model in enumerate(config.models):
         for key in ("weights", "onnx_file"):

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from predictor.online import OnlineServiceTime, ResidualCorrection
 from scheduling.config import SchedulerConfig
 from scheduling.errors import QueueFull
 from scheduling.job import Job
@@ -52,7 +53,8 @@ class FakePool:
 def make(pool: FakePool, **knobs: Any) -> Dispatcher:
     config = SchedulerConfig(**knobs)
     scheduler = Scheduler(config, {"m": 10})
-    return Dispatcher(scheduler, pool, GatewayMetrics(), SlidingWindowStats(60))  # type: ignore[arg-type]
+    service = ResidualCorrection(OnlineServiceTime())
+    return Dispatcher(scheduler, pool, GatewayMetrics(), SlidingWindowStats(60), service)  # type: ignore[arg-type]
 
 
 def job(samples: int = 1, job_class: str = "interactive", payload: Any = None) -> Job:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
-from predictor.online import OnlineServiceTime
+from predictor.online import OnlineServiceTime, ResidualCorrection, bucket_label, bucket_of
 from scheduling.service_time import FixedServiceTime
 
 KEY = ("resnet18", "onnx", "fp32")
@@ -46,3 +48,74 @@ def test_slope_and_intercept_never_go_negative() -> None:
     model.observe(*KEY, 1, 0.050)
     model.observe(*KEY, 32, 0.010)  # noise: the big batch looked faster
     assert model.predict(*KEY, 64) >= model.predict(*KEY, 1) >= 0.0
+
+
+# ------------------------------------------------------- ResidualCorrection
+
+
+def test_bucket_labels_cover_powers_of_two() -> None:
+    assert [bucket_of(n) for n in (1, 2, 3, 4, 7, 8, 64)] == [0, 1, 1, 2, 2, 3, 6]
+    assert [bucket_label(b) for b in (0, 1, 2, 6)] == ["1", "2-3", "4-7", "64-127"]
+
+
+def test_first_observation_corrects_fully() -> None:
+    # A predictor 10× too slow (e.g. trained at another thread count) is right after one run.
+    model = ResidualCorrection(FixedServiceTime.linear(0.0, 100.0))
+    assert model.observe(*KEY, 1, 0.010) == pytest.approx(9.0)  # error before the update
+    assert model.predict(*KEY, 1) == pytest.approx(0.010)
+    assert model.residuals()[(*KEY, 0)].ratio == pytest.approx(0.1)
+
+
+def test_residual_moves_toward_observed_times_after_a_shift() -> None:
+    model = ResidualCorrection(FixedServiceTime.linear(0.0, 10.0), half_life=5)
+    for _ in range(20):
+        model.observe(*KEY, 4, 0.040)  # the base is right: ratio 1
+    assert model.residuals()[(*KEY, 2)].ratio == pytest.approx(1.0)
+    ratios, errors = [], []
+    for _ in range(30):  # the machine became 2× slower
+        errors.append(abs(model.observe(*KEY, 4, 0.080)))
+        ratios.append(model.residuals()[(*KEY, 2)].ratio)
+    assert all(b > a for a, b in itertools.pairwise(ratios))
+    assert all(b < a for a, b in itertools.pairwise(errors))
+    assert 1.9 < ratios[-1] <= 2.0
+    assert model.predict(*KEY, 5) == pytest.approx(2 * 0.050, rel=0.05)
+
+
+def test_unseen_bucket_borrows_the_nearest_observed_one() -> None:
+    model = ResidualCorrection(FixedServiceTime.linear(0.0, 10.0))
+    assert model.predict(*KEY, 32) == pytest.approx(0.320)  # nothing observed: the base
+    model.observe(*KEY, 1, 0.005)  # half the base at batch 1
+    model.observe(*KEY, 8, 0.240)  # three times the base at batch 8
+    assert model.predict(*KEY, 2) == pytest.approx(0.010)  # bucket 1: nearest is bucket 0
+    assert model.predict(*KEY, 32) == pytest.approx(3 * 0.320)  # nearest is bucket 3
+    other = ("resnet50", "onnx", "fp32")
+    assert model.predict(*other, 8) == pytest.approx(0.080)  # other groups are untouched
+
+
+def test_predictions_stay_monotone_across_buckets() -> None:
+    model = ResidualCorrection(FixedServiceTime.linear(0.0, 10.0))
+    model.observe(*KEY, 7, 0.140)  # bucket 4-7 is 2× slower than the base
+    model.observe(*KEY, 8, 0.040)  # bucket 8-15 is 2× faster
+    curve = [model.predict(*KEY, n) for n in range(1, 33)]
+    assert all(b >= a for a, b in itertools.pairwise(curve))
+
+
+def test_quantile_answer_keeps_its_margin_after_correction() -> None:
+    mean = FixedServiceTime.linear(0.0, 10.0)
+    p95 = FixedServiceTime.linear(0.0, 12.0)
+    model = ResidualCorrection(mean, p95)
+    model.observe(*KEY, 4, 0.020)  # half the mean prediction
+    assert model.predict(*KEY, 4) == pytest.approx(0.024)  # p95 × 0.5, not the observed mean
+
+
+def test_an_online_base_learns_the_same_observations() -> None:
+    base = OnlineServiceTime()
+    model = ResidualCorrection(base)
+    assert model.observe(*KEY, 2, 0.040) is None  # nothing predicted yet: no residual
+    assert base.predict(*KEY, 2) == pytest.approx(0.040)
+    assert model.predict(*KEY, 2) == pytest.approx(0.040)
+
+
+def test_half_life_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="half_life"):
+        ResidualCorrection(OnlineServiceTime(), half_life=0)

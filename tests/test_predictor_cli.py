@@ -68,7 +68,7 @@ def test_train_then_eval_ends_with_a_json_line(
     # ...and eval as a user runs it: the console script in a subprocess.
     ev = mlws(
         "predictor", "eval", "--model", str(model), "--profiles", str(profile_csv),
-        "--test-batch-sizes", "2,8,32", "--workloads", "l",
+        "--test-batch-sizes", "2,8,32", "--hold-out-workload", "l",
     )  # fmt: skip
     assert ev.returncode == 0, ev.stderr
     assert "MAPE" in ev.stdout
