@@ -28,7 +28,8 @@ COMPOSE = REPO / "docker-compose.yml"
 DOCKERFILE = REPO / "Dockerfile"
 SCHEMA = Path(__file__).resolve().parent / "data" / "compose.schema.json"
 CPU_INDEX = "https://download.pytorch.org/whl/cpu"
-#: Mounted files that another change adds; until it lands their check is skipped.
+
+
 def compose() -> dict[str, Any]:
     return yaml.safe_load(COMPOSE.read_text())
 

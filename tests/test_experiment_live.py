@@ -26,8 +26,11 @@ def live_config(tmp_path: Path) -> Path:
         "workload_mix": {"tiny": 1},
         "backends": {"onnx": 1},
         "service_time": {"fixed": {"tiny": {"base_ms": 0.5, "per_sample_ms": 0.05}}},
-        "scheduler": {"policy": "priority_slo", "lanes": 2,
-                      "microbatch": {"enabled": True, "window_ms": 5}},
+        "scheduler": {
+            "policy": "priority_slo",
+            "lanes": 2,
+            "microbatch": {"enabled": True, "window_ms": 5},
+        },
         "live": {"threads_per_lane": 1},
         "seed": 5,
     }

@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -21,7 +20,7 @@ from predictor.latency import LatencyPredictor
 from server.app import CALIBRATION_RUNS
 from server.lanes import dispatch_cap
 from server.service_log import LIVE_PROFILE_COLUMNS
-from tests.gateway_fixtures import LiveServer, tiny_config
+from tests.gateway_fixtures import LiveServer
 from workloads.specs import TINY
 
 CPU_PROFILE = Path(__file__).resolve().parent.parent / "configs" / "profiles" / "cpu.csv"
@@ -30,33 +29,22 @@ REQUESTS = (2, 2, 2, 3, 3)
 
 
 @pytest.fixture(scope="module")
-def server(onnx_dir: Path) -> Iterator[LiveServer]:
-    with LiveServer(tiny_config(onnx_dir)) as live:
-        yield live
-
-
-@pytest.fixture(scope="module")
-def client(server: LiveServer) -> Iterator[httpx.Client]:
-    with server.client() as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def served(client: httpx.Client) -> list[int]:
+def served(tiny_http: httpx.Client) -> list[int]:
     """Send REQUESTS one after another; the micro-batch size each ran in."""
     sizes = []
     for n in REQUESTS:
-        r = client.post("/infer", json={"model": "tiny", "class": "interactive", "batch_size": n})
+        body = {"model": "tiny", "class": "interactive", "batch_size": n}
+        r = tiny_http.post("/infer", json=body)
         assert r.status_code == 200, r.text
         sizes.append(r.json()["batch_size"])
     return sizes
 
 
 @pytest.fixture(scope="module")
-def expected(server: LiveServer, served: list[int]) -> dict[int, int]:
+def expected(tiny_server: LiveServer, served: list[int]) -> dict[int, int]:
     """Service times per batch size: the calibration runs at 1 and the dispatch cap,
     then one per request."""
-    cap = dispatch_cap(server.config.scheduler, TINY.token_base, "fp32")
+    cap = dispatch_cap(tiny_server.config.scheduler, TINY.token_base, "fp32")
     return dict(Counter({n: CALIBRATION_RUNS for n in {1, cap}}) + Counter(served))
 
 
@@ -68,10 +56,10 @@ def parse(response: httpx.Response) -> tuple[list[str], list[dict[str, str]]]:
 
 
 def test_rows_count_every_calibration_run_and_dispatch(
-    client: httpx.Client, served: list[int], expected: dict[int, int]
+    tiny_http: httpx.Client, served: list[int], expected: dict[int, int]
 ) -> None:
     assert served == list(REQUESTS)  # one dispatch per request, of its own size
-    header, rows = parse(client.get("/v1/profile"))
+    header, rows = parse(tiny_http.get("/v1/profile"))
     assert header == list(LIVE_PROFILE_COLUMNS)
     assert {int(r["batch_size"]): int(r["repeats"]) for r in rows} == expected
     for row in rows:
@@ -82,20 +70,20 @@ def test_rows_count_every_calibration_run_and_dispatch(
         assert float(row["p99_ms"]) >= float(row["p50_ms"])
 
 
-def test_min_repeats_drops_thin_rows(client: httpx.Client, expected: dict[int, int]) -> None:
+def test_min_repeats_drops_thin_rows(tiny_http: httpx.Client, expected: dict[int, int]) -> None:
     thick = {n: count for n, count in expected.items() if count >= CALIBRATION_RUNS}
     assert thick != expected  # the batch-3 row is thinner: something to drop
-    header, rows = parse(client.get("/v1/profile", params={"min_repeats": CALIBRATION_RUNS}))
+    header, rows = parse(tiny_http.get("/v1/profile", params={"min_repeats": CALIBRATION_RUNS}))
     assert header == list(LIVE_PROFILE_COLUMNS)
     assert {int(r["batch_size"]): int(r["repeats"]) for r in rows} == thick
-    header, rows = parse(client.get("/v1/profile", params={"min_repeats": 10_000}))
+    header, rows = parse(tiny_http.get("/v1/profile", params={"min_repeats": 10_000}))
     assert header == list(LIVE_PROFILE_COLUMNS)  # the header even with no rows
     assert rows == []
 
 
 @pytest.mark.parametrize("value", ["0", "x"])
-def test_a_bad_min_repeats_is_a_422_naming_it(client: httpx.Client, value: str) -> None:
-    r = client.get("/v1/profile", params={"min_repeats": value})
+def test_a_bad_min_repeats_is_a_422_naming_it(tiny_http: httpx.Client, value: str) -> None:
+    r = tiny_http.get("/v1/profile", params={"min_repeats": value})
     assert r.status_code == 422
     body = r.json()
     assert body["error"] == "invalid_input"
@@ -104,10 +92,10 @@ def test_a_bad_min_repeats_is_a_422_naming_it(client: httpx.Client, value: str) 
 
 
 def test_the_export_trains_the_predictor_beside_a_profile(
-    client: httpx.Client, served: list[int], tmp_path: Path
+    tiny_http: httpx.Client, served: list[int], tmp_path: Path
 ) -> None:
     live = tmp_path / "live_profile.csv"
-    live.write_text(client.get("/v1/profile").text)
+    live.write_text(tiny_http.get("/v1/profile").text)
     data = load_profile_data(live)
     assert set(data.workload) == {"tiny"}
     assert set(data.busy_lanes) == {0}
@@ -118,8 +106,8 @@ def test_the_export_trains_the_predictor_beside_a_profile(
     assert ms > 0
 
 
-def test_the_route_is_documented(client: httpx.Client) -> None:
-    operation = client.get("/openapi.json").json()["paths"]["/v1/profile"]["get"]
+def test_the_route_is_documented(tiny_http: httpx.Client) -> None:
+    operation = tiny_http.get("/openapi.json").json()["paths"]["/v1/profile"]["get"]
     assert operation["tags"] == ["operations"]
     assert operation["summary"]
     assert "busy_lanes" in operation["description"]

@@ -18,26 +18,14 @@ import pytest
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
-from tests.gateway_fixtures import LiveServer, parse_gateway_config, tiny_config
+from tests.gateway_fixtures import LiveServer, parse_gateway_config
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
 
 @pytest.fixture(scope="module")
-def server(onnx_dir: Path) -> Iterator[LiveServer]:
-    with LiveServer(tiny_config(onnx_dir)) as live:
-        yield live
-
-
-@pytest.fixture(scope="module")
-def http(server: LiveServer) -> Iterator[httpx.Client]:
-    with server.client() as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def client(server: LiveServer) -> Iterator[triton.InferenceServerClient]:
-    c = triton.InferenceServerClient(url=f"127.0.0.1:{server.port}", network_timeout=60)
+def client(tiny_server: LiveServer) -> Iterator[triton.InferenceServerClient]:
+    c = triton.InferenceServerClient(url=f"127.0.0.1:{tiny_server.port}", network_timeout=60)
     yield c
     c.close()
 
@@ -84,11 +72,11 @@ def test_health_and_metadata(client: triton.InferenceServerClient) -> None:
 
 # ------------------------------------------------------------------ inference
 @pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
-def test_infer_matches_post_infer(client, http, binary: bool) -> None:
+def test_infer_matches_post_infer(client, tiny_http, binary: bool) -> None:
     x = images(3, seed=7)
     result = triton_infer(client, x, binary=binary)
     logits = result.as_numpy("output")
-    expected = infer_logits(http, x)
+    expected = infer_logits(tiny_http, x)
     assert logits.dtype == np.float32 and logits.shape == (3, 10)
     np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-6)
     assert logits.argmax(axis=1).tolist() == expected.argmax(axis=1).tolist()
@@ -96,7 +84,7 @@ def test_infer_matches_post_infer(client, http, binary: bool) -> None:
     assert ("binary_data_size" in output.get("parameters", {})) == binary
 
 
-def test_raw_binary_body_and_nested_json_data(http) -> None:
+def test_raw_binary_body_and_nested_json_data(tiny_http) -> None:
     x = images(2, seed=3)
     header = json.dumps(
         {
@@ -112,7 +100,7 @@ def test_raw_binary_body_and_nested_json_data(http) -> None:
             "parameters": {"binary_data_output": True},
         }
     ).encode()
-    r = http.post(
+    r = tiny_http.post(
         "/v2/models/tiny/infer",
         content=header + x.astype("<f4").tobytes(),
         headers={HEADER_LENGTH: str(len(header))},
@@ -124,14 +112,14 @@ def test_raw_binary_body_and_nested_json_data(http) -> None:
     binary_logits = np.frombuffer(r.content[size:], dtype="<f4").reshape(2, 10)
     nested = {"inputs": [{"name": "input", "shape": [2, 3, 32, 32], "datatype": "FP32"}]}
     nested["inputs"][0]["data"] = x.tolist()  # nested lists, not flat
-    r = http.post("/v2/models/tiny/infer", json=nested)
+    r = tiny_http.post("/v2/models/tiny/infer", json=nested)
     assert r.status_code == 200 and HEADER_LENGTH not in r.headers
     json_logits = np.array(r.json()["outputs"][0]["data"], dtype=np.float32).reshape(2, 10)
     np.testing.assert_allclose(binary_logits, json_logits, rtol=1e-6)
 
 
 @pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
-def test_classification_output(client, http, binary: bool) -> None:
+def test_classification_output(client, tiny_http, binary: bool) -> None:
     x = images(2, seed=5)
     tensor = triton.InferInput("input", list(x.shape), "FP32")
     tensor.set_data_from_numpy(x, binary_data=binary)
@@ -142,7 +130,7 @@ def test_classification_output(client, http, binary: bool) -> None:
         [int(str(v.decode() if isinstance(v, bytes) else v).split(":")[1]) for v in row]
         for row in labels
     ]
-    expected = np.argsort(-infer_logits(http, x), axis=1, kind="stable")[:, :3]
+    expected = np.argsort(-infer_logits(tiny_http, x), axis=1, kind="stable")[:, :3]
     assert top == expected.tolist()
 
 
@@ -161,14 +149,14 @@ def test_classification_output(client, http, binary: bool) -> None:
     ids=["size1", "size4", "class", "priority1", "priority2", "timeout", "slo_ms"],
 )
 def test_parameters_choose_class_and_slo(
-    client, http, samples: int, kwargs: dict[str, Any], job_class: str, slo_ms: float
+    client, tiny_http, samples: int, kwargs: dict[str, Any], job_class: str, slo_ms: float
 ) -> None:
-    before = http.get("/stats").json()["classes"]
+    before = tiny_http.get("/stats").json()["classes"]
     result = triton_infer(client, images(samples), binary=True, **kwargs)
     answer = result.get_response()["parameters"]
     assert answer["class"] == job_class and answer["slo_ms"] == slo_ms
     assert isinstance(answer["slo_met"], bool) and answer["e2e_ms"] > 0
-    after = http.get("/stats").json()["classes"]
+    after = tiny_http.get("/stats").json()["classes"]
     other = "batch" if job_class == "interactive" else "interactive"
     assert after[job_class]["count"] == before[job_class]["count"] + 1
     assert after[other]["count"] == before[other]["count"]
@@ -249,12 +237,12 @@ def _tensor(shape: list[int], **extra: Any) -> dict[str, Any]:
     ],
 )
 def test_errors_use_the_v2_body(
-    http, path: str, body: Any, headers: dict[str, str], status: int, words: str
+    tiny_http, path: str, body: Any, headers: dict[str, str], status: int, words: str
 ) -> None:
     if isinstance(body, bytes):
-        r = http.post(path, content=body, headers=headers)
+        r = tiny_http.post(path, content=body, headers=headers)
     else:
-        r = http.post(path, json=body, headers=headers)
+        r = tiny_http.post(path, json=body, headers=headers)
     assert r.status_code == status, r.text
     data = r.json()
     assert list(data) == ["error"] and words.lower() in data["error"].lower()
@@ -268,8 +256,8 @@ def test_errors_use_the_v2_body(
         ("/v2/repository/index", "not part of this server's v2 api"),
     ],
 )
-def test_unknown_paths_are_404_in_v2_form(http, path: str, words: str) -> None:
-    r = http.get(path)
+def test_unknown_paths_are_404_in_v2_form(tiny_http, path: str, words: str) -> None:
+    r = tiny_http.get(path)
     assert r.status_code == 404 and list(r.json()) == ["error"]
     assert words in r.json()["error"].lower()
 
