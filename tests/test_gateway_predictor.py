@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 
 from predictor.latency import LatencyPredictor
+from server.config import parse_gateway_config
 from server.serve import main as serve_main
+from server.service_times import load_service_model
 from tests.gateway_fixtures import LiveServer, tiny_config
 
 #: The fabricated profile: tiny on onnx fp32 at 1 thread, 500 ms + 50 ms per sample.
@@ -122,3 +124,16 @@ def test_quantile_without_a_predictor_file_is_a_config_error(tmp_path: Path, cap
     config.write_text("predictor: {quantile: 0.95}\n")
     assert serve_main(["--config", str(config)]) == 2
     assert "predictor.quantile" in capsys.readouterr().err
+
+
+def test_a_quantile_plan_answers_above_the_mean(slow_predictor: Path) -> None:
+    config = parse_gateway_config(
+        {"models": [{"name": "tiny"}], "predictor": {"path": str(slow_predictor), "quantile": 0.95}}
+    )
+    model = load_service_model(config)
+    key = ("tiny", "onnx", "fp32")
+    mean = model.reference.predict(*key, 4)
+    assert model.predict(*key, 4) > mean > 0.5  # seconds: the slow fabricated profile
+    # The residual is measured against the mean, so the quantile keeps its margin.
+    model.observe(*key, 4, mean / 100)
+    assert model.predict(*key, 4) > model.reference.predict(*key, 4) / 100
