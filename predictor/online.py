@@ -209,6 +209,12 @@ class ResidualCorrection:
             value = max(value, self.predict(*group, (1 << bucket) - 1))
         return value
 
+    def residual(
+        self, workload: str, backend: str, precision: str, samples: int
+    ) -> Residual | None:
+        """The residual of the bucket `samples` falls in, if that bucket was observed."""
+        return self._residuals.get((workload, backend, precision, bucket_of(samples)))
+
     def residuals(self) -> dict[BucketKey, Residual]:
         """Every observed bucket's residual (a copy of the mapping)."""
         return dict(self._residuals)

@@ -262,15 +262,13 @@ class Dispatcher:
         model, export its error and residual, and let the scheduler replan."""
         model = self.service_model
         error = model.observe(*group, samples, service_s)
-        if error is not None:
+        residual = model.residual(*group, samples)
+        if error is not None and residual is not None:
             # Error of the (mean) prediction as it stood before this observation.
             workload, backend, precision = group
             self.metrics.set_prediction_error(workload, backend, error)
-            bucket = bucket_of(samples)
-            residual = model.residuals()[(*group, bucket)]
-            self.metrics.set_residual(
-                workload, backend, precision, bucket_label(bucket), residual.ratio
-            )
+            label = bucket_label(bucket_of(samples))
+            self.metrics.set_residual(workload, backend, precision, label, residual.ratio)
         self.scheduler.refresh_predictions()
 
     def _finish(self, job: Job, now: float, aborted: str | None = None) -> None:
