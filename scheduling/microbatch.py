@@ -3,25 +3,25 @@
 A group is every queued job of a batchable class with the same (workload,
 backend, precision). A batchable job is *held* until its own window
 (enqueue + window) ends or its group holds a full batch (`Scheduler.ready`
-decides, from the counts kept here). Windows sit in a heap so that the next
-wake-up is known without a scan: a batching window waits on a deadline, never
-on a poll loop.
+decides, from the counts kept here). Windows sit in a queue in enqueue order so
+that the next wake-up is known without a scan: a batching window waits on a
+deadline, never on a poll loop.
+
+Nothing here keeps a job once it has left the queue: members are removed when
+their last sample is dispatched (or dropped), and the window queue holds job ids,
+not jobs, and is pruned of ended windows at every add and wake-up query. A
+finished job's input tensor must never outlive its request.
 """
 
 from __future__ import annotations
 
-from heapq import heappop, heappush
+from collections import deque
 
 from scheduling.config import MicroBatchConfig
 from scheduling.job import Job
 
 #: (workload, backend, precision): jobs in one group may share a dispatch.
 GroupKey = tuple[str, str, str]
-
-
-def group_key(job: Job) -> GroupKey:
-    """The micro-batch group a job belongs to."""
-    return (job.workload, job.backend, job.precision)
 
 
 class MicroBatcher:
@@ -36,12 +36,11 @@ class MicroBatcher:
         self.members: dict[GroupKey, list[Job]] = {}
         #: Queued (not yet dispatched) samples per group.
         self.samples: dict[GroupKey, int] = {}
-        # (window end, id, job): ids are unique, so Jobs are never compared.
-        self._windows: list[tuple[float, int, Job]] = []
-
-    def batchable(self, job: Job) -> bool:
-        """Whether the job may be merged and held for its window."""
-        return job.job_class in self.classes
+        # (window end, job id) in enqueue order. The window length is fixed and jobs
+        # are added at non-decreasing times, so the ends are sorted: a deque, not a heap.
+        self._windows: deque[tuple[float, int]] = deque()
+        #: Ids of queued batchable jobs (their window may still matter).
+        self._queued: set[int] = set()
 
     def add(self, job: Job, key: GroupKey, now: float) -> None:
         """A batchable job entered the queue at `now`."""
@@ -51,14 +50,17 @@ class MicroBatcher:
             self.samples[key] = 0
         members.append(job)
         self.samples[key] += job.remaining
+        self._queued.add(job.id)
         if self.window > 0:
-            heappush(self._windows, (now + self.window, job.id, job))
+            self._prune(now)
+            self._windows.append((now + self.window, job.id))
 
     def took(self, key: GroupKey, job: Job, count: int) -> None:
         """`count` samples of `job` left the queue in a dispatch (before remaining drops)."""
         self.samples[key] -= count
         if count == job.remaining:
             self.members[key].remove(job)
+            self._queued.discard(job.id)
 
     def drop(self, key: GroupKey, job: Job) -> None:
         """The job's queued samples leave without running (cancel, shed, failure)."""
@@ -66,9 +68,12 @@ class MicroBatcher:
 
     def next_expiry(self, now: float) -> float | None:
         """The earliest window end after `now` of a still-queued job, if any."""
-        windows = self._windows
+        self._prune(now)
+        return self._windows[0][0] if self._windows else None
+
+    def _prune(self, now: float) -> None:
         # Ended windows and dispatched jobs are finished business: a job whose
         # window ended is ready by the clock and needs no wake-up any more.
-        while windows and (windows[0][0] <= now or not windows[0][2].remaining):
-            heappop(windows)
-        return windows[0][0] if windows else None
+        windows, queued = self._windows, self._queued
+        while windows and (windows[0][0] <= now or windows[0][1] not in queued):
+            windows.popleft()

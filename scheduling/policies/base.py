@@ -10,7 +10,7 @@ deterministic for a given input.
 
 from __future__ import annotations
 
-from heapq import heappop, heappush
+from heapq import heapify, heappop, heappush
 from typing import Any, ClassVar, Protocol
 
 from scheduling.config import SchedulerConfig
@@ -81,7 +81,11 @@ class Policy(Protocol):
 class HeapPolicy:
     """A policy whose key is fixed at push time: O(log n) per job, lazy removal.
 
-    Subclasses define `key(job)`, a tuple ending in (arrival, id).
+    Subclasses define `key(job)`, a tuple ending in (arrival, id). A job that
+    leaves from inside the heap (a micro-batch companion, a cancellation) stays
+    as a stale entry until it surfaces; so that stale entries cannot pile up
+    (each holds its job, and a job holds its input tensor), the heap is emptied
+    when no live job is left and rebuilt when stale entries outnumber live ones.
     """
 
     name: ClassVar[str] = ""
@@ -91,6 +95,8 @@ class HeapPolicy:
         self.service_model = service_model
         # Entries are key + (job,); ids are unique, so comparison never reaches the Job.
         self._heap: list[tuple[Any, ...]] = []
+        #: Jobs pushed and not yet discarded.
+        self._live = 0
 
     def key(self, job: Job) -> tuple[Any, ...]:
         """The job's static ordering key, smallest first."""
@@ -99,9 +105,18 @@ class HeapPolicy:
     def push(self, job: Job) -> None:
         """Queue the job under its static key."""
         heappush(self._heap, (*self.key(job), job))
+        self._live += 1
 
     def discard(self, job: Job) -> None:
-        """Nothing to do: the entry is dropped when it surfaces with remaining == 0."""
+        """The entry is dropped when it surfaces with remaining == 0, or at a rebuild."""
+        self._live -= 1
+        heap = self._heap
+        if not self._live:
+            heap.clear()
+        elif len(heap) > 2 * self._live + 32:
+            # Amortised O(1): a rebuild costs O(heap) and halves it at least.
+            heap[:] = [entry for entry in heap if entry[-1].remaining]
+            heapify(heap)
 
     def pick(self, now: float, view: QueueView) -> Job | None:
         """The smallest-key ready job; held jobs in front are skipped, not lost."""
