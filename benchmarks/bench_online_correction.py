@@ -50,7 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        model = Path(tmp) / "predictor.pkl"
+        model = Path(tmp) / "predictor.mlws"
         LatencyPredictor("random_forest").train(args.profile).save(model)
         config = {
             "models": [{"name": "resnet18", "backends": ["onnx"]}],

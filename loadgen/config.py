@@ -239,8 +239,8 @@ class PredictorConfig(BaseModel):
     enabled: bool = Field(False, description="Let the scheduler consult the learned predictor.")
     path: str | None = Field(
         None,
-        description="Trained predictor file (`mlws predictor train`), e.g. models/predictor.pkl; "
-        "a pickle: only files you trained or trust.",
+        description="Trained predictor file (`mlws predictor train`), e.g. models/predictor.mlws "
+        "(numbers only: loading it runs no code).",
     )
     train_from: str | None = Field(
         None,

@@ -1,8 +1,8 @@
 """`mlws predictor train|eval`: fit the latency predictor on profiles and measure its error.
 
-    mlws predictor train --profiles results/profiles.csv --out models/predictor.pkl \\
+    mlws predictor train --profiles results/profiles.csv --out models/predictor.mlws \\
         [--model-type random_forest] [--train-batch-sizes 1,4,16,64] [--hold-out-workload resnet50]
-    mlws predictor eval --model models/predictor.pkl --profiles results/profiles.csv \\
+    mlws predictor eval --model models/predictor.mlws --profiles results/profiles.csv \\
         [--test-batch-sizes 2,8,32] [--workloads resnet50] [--plot out.png]
 
 `--profiles` takes several files, comma-separated or repeated, read as one
@@ -168,7 +168,7 @@ def add_predictor_parser(subparsers: Any) -> argparse.ArgumentParser:
         actions.add_parser("train", help="fit on a profile CSV and save the predictor")
     )
     t.add_argument("--profiles", **PROFILES_OPTION)
-    t.add_argument("--out", default="models/predictor.pkl", metavar="FILE")
+    t.add_argument("--out", default="models/predictor.mlws", metavar="FILE")
     t.add_argument("--model-type", default="random_forest", choices=MODEL_TYPES)
     t.add_argument(
         "--train-batch-sizes", type=_batch_sizes, metavar="LIST", help="train on these rows only"

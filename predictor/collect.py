@@ -12,7 +12,7 @@
     )
     predictor = LatencyPredictor(model_type="random_forest")
     predictor.train("results/profiles.csv")
-    predictor.save("models/predictor.pkl")
+    predictor.save("models/predictor.mlws")
 
 The seed passed workload *classes* as the mapping's values; here the models are
 defined once in the workload catalogue (`mlws models`), so a key names a

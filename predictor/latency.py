@@ -24,7 +24,9 @@ How a prediction is made (milliseconds of one dispatch):
 `as_service_model()` makes the predictor a `ServiceTimeModel` (seconds,
 memoised, monotone in the batch; `predictor.service_model`) for the scheduler
 and the simulator.
-Saved files: see `predictor.model_file` (header checks; trusted sources only).
+Fitted trees are kept as plain arrays (`predictor.trees`), evaluated with
+numpy: saved files (`predictor.model_file`) hold numbers only and cannot run
+code when loaded.
 """
 
 from __future__ import annotations
@@ -43,11 +45,14 @@ from predictor.features import (
     ProfileData,
     categories,
     feature_matrix,
+    feature_names,
     load_profile_data,
     run_quantiles,
     schema,
 )
 from predictor.model_file import PredictorFileError, read_model_file, write_model_file
+from predictor.trees import FIELDS as TREE_FIELDS
+from predictor.trees import TreeEnsemble
 
 if TYPE_CHECKING:
     from predictor.service_model import PredictorServiceTime
@@ -61,7 +66,7 @@ PSEUDO_LEVELS = (np.arange(20) + 0.5) / 20
 TRAIN_LEVELS = (np.arange(10) + 0.5) / 10
 #: At most this many profiled batch sizes are held out in turn for calibration.
 MAX_FOLDS = 6
-Core = dict[str, Any]  # a fitted model as plain data + estimators (what the file pickles)
+Core = dict[str, Any]  # a fitted model: plain data and TreeEnsembles (see save/load)
 
 
 def _regressor(model_type: str, seed: int, alpha: float | None = None) -> Any:
@@ -154,13 +159,15 @@ def _fit_core(
         core["base"][key] = _fit_line(work[rows], t[rows])
     X = feature_matrix(data, core["cats"])
     log_base = np.log(_base_ms(core, data))
-    core["mean"] = _regressor(model_type, seed).fit(X, np.log(t) - log_base)
+    mean = _regressor(model_type, seed).fit(X, np.log(t) - log_base)
+    core["mean"] = TreeEnsemble.from_sklearn(mean)
     if model_type == "gradient_boosting":
         runs = _pseudo_runs(data, stat, TRAIN_LEVELS)
         k = runs.shape[1]
         Xr, yr = np.repeat(X, k, axis=0), (np.log(runs) - log_base[:, None]).ravel()
         for q in qs:
-            core["quantile"][q] = _regressor(model_type, seed, alpha=q).fit(Xr, yr)
+            reg = _regressor(model_type, seed, alpha=q).fit(Xr, yr)
+            core["quantile"][q] = TreeEnsemble.from_sklearn(reg)
     return core
 
 
@@ -328,27 +335,74 @@ class LatencyPredictor:
         return schema(self.core["cats"], self.stat)
 
     def save(self, path: str | Path) -> Path:
-        """Write the predictor to `path` (header + pickle; see predictor.model_file)."""
-        header = dict(model_type=self.model_type, schema=self.schema(), trained=self.info)
-        payload = dict(core=self.core, scores=self._scores, sizes=self.sizes, seed=self.seed)
-        return write_model_file(path, {**header, "quantiles": list(self.quantiles)}, payload)
+        """Write the predictor to `path`: a JSON header and numeric arrays only."""
+        core = self.core
+        ensembles = {"mean": core["mean"], **{f"q{q}": e for q, e in core["quantile"].items()}}
+        arrays: dict[str, np.ndarray] = {"knots": core["knots"]}
+        for name, ensemble in ensembles.items():
+            arrays.update({f"{name}.{field}": a for field, a in ensemble.arrays().items()})
+        for key, scores in self._scores.items():
+            arrays["scores." + ("mean" if key is None else f"q{key}")] = scores
+        header = {
+            "model_type": self.model_type,
+            "schema": self.schema(),
+            "trained": self.info,
+            "quantiles": list(self.quantiles),
+            "seed": self.seed,
+            "sizes": {w: list(s) for w, s in self.sizes.items()},
+            "base": [[b, p, a, k] for (b, p), (a, k) in core["base"].items()],
+            "ensembles": {n: [e.constant, e.scale] for n, e in ensembles.items()},
+        }
+        return write_model_file(path, header, arrays)
 
     @classmethod
     def load(cls, path: str | Path) -> LatencyPredictor:
-        """Read a file written by `save`. Only load files from trusted sources (pickle)."""
-        header, payload = read_model_file(path, _header_problem)
+        """Read a file written by `save`. It holds numbers only: loading runs no code."""
+        header, arrays = read_model_file(path, _header_problem)
         predictor = cls(
             header["model_type"],
             quantiles=tuple(header["quantiles"]),
             stat=header["schema"]["target"],
         )
         try:
-            predictor.seed = payload["seed"]
-            predictor._core, predictor._scores = payload["core"], payload["scores"]
-            predictor.sizes, predictor.info = payload["sizes"], dict(header.get("trained", {}))
-        except (KeyError, TypeError):
-            raise PredictorFileError(f"{path}: damaged predictor file (payload)") from None
+            predictor._core, predictor._scores = _core_from_file(header, arrays)
+            predictor.seed = int(header["seed"])
+            predictor.sizes = {
+                str(w): (float(p), float(f)) for w, (p, f) in header["sizes"].items()
+            }
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PredictorFileError(f"{path}: damaged predictor file ({exc})") from None
+        predictor.info = dict(header.get("trained", {}))
         return predictor
+
+
+def _core_from_file(
+    header: dict[str, Any], arrays: dict[str, np.ndarray]
+) -> tuple[Core, dict[float | None, np.ndarray]]:
+    """The fitted core and calibration scores from a file's header and arrays."""
+    cats = header["schema"]["categorical"]
+    width = len(feature_names(cats))
+    ensembles: dict[str, TreeEnsemble] = {}
+    for name, (constant, scale) in header["ensembles"].items():
+        fields = {f: arrays[f"{name}.{f}"] for f in TREE_FIELDS}
+        ensembles[name] = TreeEnsemble.from_arrays(fields, constant, scale)
+        if ensembles[name].features_used > width:
+            raise ValueError(f"trees {name!r} test a feature the schema does not have")
+    core: Core = {
+        "cats": cats,
+        "knots": arrays["knots"].astype(np.int64),
+        "base": {(str(b), str(p)): (float(a), float(k)) for b, p, a, k in header["base"]},
+        "mean": ensembles.pop("mean"),
+        "quantile": {float(n[1:]): e for n, e in ensembles.items()},
+    }
+    if not len(core["knots"]) or core["knots"].min() < 1:
+        raise ValueError("no batch-size knots")
+    scores: dict[float | None, np.ndarray] = {}
+    for name, values in arrays.items():
+        if name.startswith("scores."):
+            tag = name.removeprefix("scores.")
+            scores[None if tag == "mean" else float(tag[1:])] = values.astype(np.float64)
+    return core, scores
 
 
 def _header_problem(header: dict[str, Any]) -> str | None:

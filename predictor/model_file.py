@@ -1,24 +1,23 @@
-"""The saved-predictor file: a checked JSON header, then a pickle.
+"""The saved-predictor file: a checked JSON header, then numbers only.
 
 Layout (one file, so the header cannot be separated from what it describes):
 
     MLWS-LATENCY-PREDICTOR\\n
-    {"format_version": 1, "sklearn_version": ..., "schema": {...},
-     "payload_sha256": ..., "payload_bytes": ..., ...}\\n
-    <pickle payload>
+    {"format_version": 2, "schema": {...}, "payload_sha256": ..., "payload_bytes": ...,
+     ...}\\n
+    <.npz archive of plain numeric arrays>
 
-`read_model_file` checks, in this order and *before* unpickling anything: the
-magic line, the format version, the scikit-learn version (a forest pickled by
-another version may load and silently predict garbage, or fail deep inside
-sklearn), the caller's schema check, and the payload's length and SHA-256.
+Nothing in the file can run code: the header is JSON, the payload a NumPy
+archive read with `allow_pickle=False` (an object array in it is refused), and
+the fitted trees are arrays that `predictor.trees` evaluates. A crafted file can
+at worst predict nonsense, and the tree arrays are checked for shape on load so
+that it cannot even do that by indexing out of bounds.
 
-Security: a pickle runs code when it is loaded. The hash only detects
-corruption and partial edits — whoever can write the payload can write the
-header too — so load only predictor files you trained yourself or obtained
-from a source you trust. As defence in depth (not a sandbox) the payload is
-unpickled with an allow-list: scikit-learn classes and the few numpy helpers
-that arrays and random states need; anything else is refused. Nothing here
-looks for files: the caller names the path.
+`read_model_file` checks, in this order: the magic line, the format version (a
+format-1 file, which held a pickle, is refused with how to retrain), the
+caller's schema check, the payload's length and SHA-256 (corruption and partial
+copies), then the archive itself. Nothing here looks for files: the caller
+names the path.
 """
 
 from __future__ import annotations
@@ -26,69 +25,38 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import pickle
+import zipfile
 from collections.abc import Callable, Mapping
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 MAGIC = b"MLWS-LATENCY-PREDICTOR\n"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 #: A header longer than this is not ours (and is not read into memory whole).
 MAX_HEADER_BYTES = 1 << 20
-
-# numpy internals that pickled arrays, scalars, dtypes and random states refer to.
-_NUMPY_GLOBALS = {
-    ("numpy", "dtype"),
-    ("numpy", "ndarray"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "scalar"),
-    ("numpy._core.numeric", "_frombuffer"),
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"),
-    ("numpy.core.numeric", "_frombuffer"),
-    ("numpy.random._pickle", "__randomstate_ctor"),
-    ("numpy.random._pickle", "__bit_generator_ctor"),
-    ("numpy.random._pickle", "__generator_ctor"),
-    ("numpy.random._mt19937", "MT19937"),
-    ("numpy.random.bit_generator", "SeedSequence"),
-    ("numpy.random.bit_generator", "__pyx_unpickle_SeedSequence"),
-}
-
-
-def sklearn_version() -> str:
-    """The installed scikit-learn's version, read without importing it (a second or so)."""
-    return version("scikit-learn")
+#: How to make a file this version reads, for every refusal that calls for it.
+RETRAIN = "retrain it: mlws predictor train --profiles PROFILE.csv --out FILE"
 
 
 class PredictorFileError(ValueError):
     """A predictor file that is not ours, is damaged, or does not fit this installation."""
 
 
-class _AllowListUnpickler(pickle.Unpickler):
-    """Resolves only scikit-learn classes and the numpy helpers listed above."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        # Dotted names would let an allowed module reach anything it imports.
-        if "." not in name:
-            if (module, name) in _NUMPY_GLOBALS:
-                return super().find_class(module, name)
-            if module.startswith("sklearn."):
-                obj = super().find_class(module, name)
-                if isinstance(obj, type):
-                    return obj
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a predictor file")
-
-
-def write_model_file(path: str | Path, header: Mapping[str, Any], payload: Any) -> Path:
-    """Write `payload` pickled after a JSON header that records its hash and versions."""
+def write_model_file(
+    path: str | Path, header: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
+) -> Path:
+    """Write numeric `arrays` after a JSON header that records their hash."""
     path = Path(path)
-    body = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
+    buffer = io.BytesIO()
+    for name, array in arrays.items():
+        if np.asarray(array).dtype.kind not in "biuf":
+            raise TypeError(f"array {name!r} is not numeric ({np.asarray(array).dtype})")
+    np.savez(buffer, **{name: np.asarray(a) for name, a in arrays.items()})
+    body = buffer.getvalue()
     full = {
         "format_version": FORMAT_VERSION,
-        "sklearn_version": sklearn_version(),
         "numpy_version": np.__version__,
         **header,
         "payload_sha256": hashlib.sha256(body).hexdigest(),
@@ -104,7 +72,7 @@ def write_model_file(path: str | Path, header: Mapping[str, Any], payload: Any) 
 
 
 def read_header(path: str | Path) -> tuple[dict[str, Any], int]:
-    """The header of a predictor file and the offset of its payload; nothing is unpickled."""
+    """The header of a predictor file and the offset of its payload; the payload is not read."""
     path = Path(path)
     try:
         with path.open("rb") as fh:
@@ -126,8 +94,8 @@ def read_header(path: str | Path) -> tuple[dict[str, Any], int]:
 
 def read_model_file(
     path: str | Path, check_header: Callable[[dict[str, Any]], str | None]
-) -> tuple[dict[str, Any], Any]:
-    """(header, payload) of a predictor file, after every check the module docstring lists.
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """(header, arrays) of a predictor file, after every check the module docstring lists.
 
     `check_header(header)` checks the caller's fields (feature schema, model
     type): None when they fit, else the reason they do not.
@@ -135,19 +103,20 @@ def read_model_file(
     path = Path(path)
     header, offset = read_header(path)
     version = header.get("format_version")
+    if version == 1:
+        raise PredictorFileError(
+            f"{path}: predictor file format 1 stores a Python pickle, which can run code "
+            f"when loaded; this mlws reads only format {FORMAT_VERSION} (numbers only). "
+            f"Not loading it; {RETRAIN}"
+        )
     if version != FORMAT_VERSION:
         raise PredictorFileError(
-            f"{path}: predictor file format {version!r}; this mlws reads format {FORMAT_VERSION}"
-        )
-    saved = header.get("sklearn_version")
-    if saved != sklearn_version():
-        raise PredictorFileError(
-            f"{path}: trained with scikit-learn {saved}, this environment has "
-            f"{sklearn_version()}; retrain it (mlws predictor train)"
+            f"{path}: predictor file format {version!r}; this mlws reads format "
+            f"{FORMAT_VERSION}; {RETRAIN}"
         )
     problem = check_header(header)
     if problem:
-        raise PredictorFileError(f"{path}: {problem}; retrain it (mlws predictor train)")
+        raise PredictorFileError(f"{path}: {problem}; {RETRAIN}")
     body = path.read_bytes()[offset:]
     if len(body) != header.get("payload_bytes") or (
         hashlib.sha256(body).hexdigest() != header.get("payload_sha256")
@@ -156,8 +125,23 @@ def read_model_file(
             f"{path}: payload does not match its header's SHA-256 (damaged or modified); "
             "not loading it"
         )
+    return header, _read_arrays(path, body)
+
+
+def _read_arrays(path: Path, body: bytes) -> dict[str, np.ndarray]:
+    """Every array of the archive, numeric only; never unpickles anything."""
     try:
-        payload = _AllowListUnpickler(io.BytesIO(body)).load()
-    except pickle.UnpicklingError as exc:
-        raise PredictorFileError(f"{path}: {exc}") from None
-    return header, payload
+        with np.load(io.BytesIO(body), allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except ValueError as exc:  # numpy's refusal of an object array names allow_pickle
+        raise PredictorFileError(
+            f"{path}: the payload holds a Python object ({exc}); not loading it"
+        ) from None
+    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise PredictorFileError(f"{path}: damaged predictor file (payload: {exc})") from None
+    for name, array in arrays.items():
+        if array.dtype.kind not in "biuf":
+            raise PredictorFileError(
+                f"{path}: array {name!r} is {array.dtype}, not numeric; not loading it"
+            )
+    return arrays

@@ -129,8 +129,8 @@ class PredictorConfig(BaseModel):
 
     path: str | None = Field(
         None,
-        description="A model file from `mlws predictor train` (a pickle: name only files you "
-        "trained or trust). None: service times are learned online from calibration runs "
+        description="A model file from `mlws predictor train` (numbers only: "
+        "loading it runs no code). None: service times are learned online from calibration runs "
         "and every dispatch, starting from nothing.",
     )
     quantile: float | None = Field(

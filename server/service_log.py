@@ -5,7 +5,7 @@ under its (workload, backend, precision, batch size, busy lanes); `profile_rows`
 summarises each key in the columns `mlws profile` writes (`PROFILE_COLUMNS`)
 plus `busy_lanes`, so `GET /v1/profile` is a training set beside profiler CSVs:
 
-    mlws predictor train --profiles configs/profiles/cpu.csv,live.csv --out p.pkl
+    mlws predictor train --profiles configs/profiles/cpu.csv,live.csv --out p.mlws
 
 Memory is bounded: each key keeps its most recent `keep` service times, and the
 keys themselves are bounded by the configuration (models × backends ×

@@ -41,7 +41,7 @@ def slow_predictor(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 "p99_ms": ms * 1.1,
             }
         )
-    path = tmp_path_factory.mktemp("predictor") / "slow.pkl"
+    path = tmp_path_factory.mktemp("predictor") / "slow.mlws"
     LatencyPredictor("random_forest").train(rows).save(path)
     return path
 

@@ -54,7 +54,7 @@ def profile_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_train_then_eval_ends_with_a_json_line(
     profile_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    model = tmp_path / "m" / "predictor.pkl"
+    model = tmp_path / "m" / "predictor.mlws"
     # train in-process through the same entry point (saves a second interpreter start)...
     code = main(
         [

@@ -188,7 +188,7 @@ def test_predictor_train_takes_several_profiles(
         args = ["--profiles", ",".join(files)]
     else:
         args = ["--profiles", files[0], "--profiles", files[1]]
-    out = tmp_path / "p.pkl"
+    out = tmp_path / "p.mlws"
     assert main(["predictor", "train", *args, "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     n = len(load_profile_data(CPU_PROFILE)) + 4

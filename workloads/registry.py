@@ -7,6 +7,7 @@ for specs only); torch and the model code are imported inside `build_module`.
 from __future__ import annotations
 
 import importlib
+import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -81,9 +82,22 @@ class Workload:
 
 def _load_weights(module: torch.nn.Module, path: Path, name: str) -> None:
     """Load a torch.save'd state_dict into `module` with strict key/shape matching."""
+    import pickle
+
     import torch
 
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        # weights_only: tensors and plain containers; anything else is refused unrun.
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # torch's own text suggests weights_only=False: exactly what must not be done.
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        what = f" ({found.group(1)})" if found else ""
+        raise ValueError(
+            f"{path}: not loading it: the file holds Python objects other than tensors"
+            f"{what}, and loading them could run code; save a plain state_dict with "
+            "torch.save(model.state_dict(), path)"
+        ) from None
     if not isinstance(state, Mapping):
         raise TypeError(f"{path}: expected a state_dict (a mapping), got {type(state).__name__}")
     try:
