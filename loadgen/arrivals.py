@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from loadgen.config import ExperimentConfig
+from scheduling.lane_groups import ServiceModels, model_for
 from scheduling.service_time import ServiceTimeModel
 from scheduling.simulator import Arrival
 
@@ -128,47 +129,64 @@ def job_service_s(
     return t
 
 
-def mean_job_service_s(config: ExperimentConfig, model: ServiceTimeModel) -> float:
+def mean_job_service_s(
+    config: ExperimentConfig, model: ServiceModels, *, cpu: bool = False
+) -> float:
     """E[S]: expected service time of one unbatched job under the config's mix.
 
-        E[S] = Σ_w p_w Σ_b p_b Σ_c p_c Σ_s p_c(s) · T(w, b, s)
+        E[S] = Σ_w p_w Σ_b p_b Σ_c p_c Σ_s p_c(s) · T_c(w, b, s) · k_c
 
     over workloads w (workload_mix), backends b (backends), classes c
-    (interactive_ratio) and sample counts s (batch_sizes[c]); T is
-    `job_service_s`. The distributions are finite, so this is exact.
+    (interactive_ratio) and sample counts s (batch_sizes[c]); T_c is
+    `job_service_s` on the model of the lane group running class c. k_c is 1,
+    or with `cpu` the group's threads per lane (CPU-seconds instead of seconds).
+    The distributions are finite, so this is exact.
     """
     workloads, pw = _probabilities(config.workload_mix)
     backends, pb = _probabilities(config.backends)
     ratio = config.interactive_ratio
-    classes = ((ratio, config.batch_sizes.interactive), (1.0 - ratio, config.batch_sizes.batch))
+    classes = (
+        ("interactive", ratio, config.batch_sizes.interactive),
+        ("batch", 1.0 - ratio, config.batch_sizes.batch),
+    )
+    groups = {c: g for g in config.scheduler.groups() for c in g.classes}
     total = 0.0
     for w, p_w in zip(workloads, pw, strict=True):
         for b, p_b in zip(backends, pb, strict=True):
-            for p_c, dist in classes:
+            for job_class, p_c, dist in classes:
                 if p_c == 0:
                     continue
+                group = groups[job_class]
+                of_class = model_for(model, group.name)
+                assert of_class is not None
+                weight = (group.threads or 1) if cpu else 1
                 sizes, ps = dist.support()
-                times = [job_service_s(model, config, w, b, int(s)) for s in sizes]
-                total += p_w * p_b * p_c * float(np.dot(ps, times))
+                times = [job_service_s(of_class, config, w, b, int(s)) for s in sizes]
+                total += p_w * p_b * p_c * weight * float(np.dot(ps, times))
     return total
 
 
-def capacity_jobs_per_s(config: ExperimentConfig, service_model: ServiceTimeModel) -> float:
-    """Jobs/s the lanes can serve without batching: lanes ÷ E[S].
+def capacity_jobs_per_s(config: ExperimentConfig, service_model: ServiceModels) -> float:
+    """Jobs/s the lanes can serve without batching: lanes ÷ E[S], or cores ÷ E[CPU·s].
 
     With `lanes` executors each busy E[S] seconds per job (see
-    `mean_job_service_s`), the system saturates at lanes / E[S] jobs/s; `load`
-    is the arrival rate as a fraction of that. Micro-batching and token limits
-    are ignored on purpose: merging can raise the real capacity above this and
-    tokens can lower it, which is exactly what the experiments measure.
+    `mean_job_service_s`), the system saturates at lanes / E[S] jobs/s. When
+    the lanes share `service_time.cores` CPUs, the CPUs saturate first: at
+    cores / E[S · threads] jobs/s. `load` is the arrival rate as a fraction of
+    that. Micro-batching and token limits are ignored on purpose: merging can
+    raise the real capacity above this and tokens can lower it, which is
+    exactly what the experiments measure.
     """
-    mean_s = mean_job_service_s(config, service_model)
+    cores = config.cores()
+    mean_s = mean_job_service_s(config, service_model, cpu=cores is not None)
     if mean_s <= 0:
         raise ValueError("the service model predicts zero service time: capacity is unbounded")
+    if cores is not None:
+        return min(cores, config.scheduler.lanes) / mean_s
     return config.scheduler.lanes / mean_s
 
 
-def arrival_rate(config: ExperimentConfig, service_model: ServiceTimeModel) -> float:
+def arrival_rate(config: ExperimentConfig, service_model: ServiceModels) -> float:
     """The config's arrival rate in jobs/s: `arrival_rate`, or `load` × capacity."""
     if config.arrival_rate is not None:
         return config.arrival_rate

@@ -8,6 +8,7 @@ silent default.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -206,6 +207,12 @@ class ServiceTimeConfig(BaseModel):
         False,
         description="Time the lanes by the learned predictor (section predictor:, which must "
         "be enabled) at its mean: workloads and batch sizes no profile holds.",
+    )
+    cores: Annotated[int, Field(ge=1, le=4096)] | Literal["auto"] | None = Field(
+        None,
+        description="CPUs the simulated lanes share, by their lane group's threads and "
+        "priority (low lanes yield to normal ones, as the gateway runs them); 'auto': this "
+        "machine's. None: every lane has cores of its own.",
     )
 
     @model_validator(mode="after")
@@ -410,6 +417,13 @@ class ExperimentConfig(BaseModel):
         """This config, remembering the file it came from (copies carry it along)."""
         self._source = Path(path) if path is not None else None
         return self
+
+    def cores(self) -> int | None:
+        """CPUs the simulated lanes share (service_time.cores, 'auto' resolved), or None."""
+        cores = self.service_time.cores
+        if cores == "auto":
+            return os.cpu_count() or 1
+        return cores
 
     def resolve_path(self, path: str) -> Path:
         """A config path: absolute, or the first existing of cwd/path and config-dir/path."""

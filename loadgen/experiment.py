@@ -24,6 +24,7 @@ from loadgen.plots import plot_all
 from loadgen.report import JobArrays, format_summary, summarize, write_summary, write_trace
 from predictor.profile_table import ProfileError, ProfileTable
 from scheduling.job import Job
+from scheduling.lane_groups import ServiceModels, model_for
 from scheduling.service_time import FixedServiceTime, ServiceTimeModel
 from scheduling.simulator import Arrival, SimResult, simulate
 
@@ -34,24 +35,39 @@ if TYPE_CHECKING:
 TOKEN_BASES: dict[str, int] = {name: spec.token_base for name, spec in WORKLOADS.items()}
 
 
-def build_service_model(config: ExperimentConfig) -> ServiceTimeModel:
+def build_service_model(config: ExperimentConfig) -> ServiceModels:
     """The simulator's service times: a profile, a fixed table or the learned predictor.
 
-    A profile or the predictor is checked to cover the mix before anything runs.
+    Lane groups whose lanes run another thread count than the profile default
+    (`service_time.threads`) get the profile's rows at their own count: one
+    model per group name. A profile or the predictor is checked to cover the
+    mix before anything runs.
     """
     st = config.service_time
     if st.fixed is not None:
         return FixedServiceTime({w: (e.base_ms, e.per_sample_ms) for w, e in st.fixed.items()})
+    threads = {g.name: g.threads or st.threads for g in config.scheduler.groups()}
+    models: dict[int | None, ServiceTimeModel] = {}
+    for count in set(threads.values()):
+        models[count] = _model_at(config, count)
+    if len(models) == 1:
+        return next(iter(models.values()))
+    return {name: models[count] for name, count in threads.items()}
+
+
+def _model_at(config: ExperimentConfig, threads: int | None) -> ServiceTimeModel:
+    """The service-time truth at one thread count (None: the profile's only one)."""
+    st = config.service_time
     if st.predictor:
         # The mean, not predictor.quantile: a lane takes the typical time (jitter adds
         # the spread); the quantile is a planning margin for the scheduler only.
-        model = load_predictor(config).as_service_model(threads=st.threads or 1)
+        model = load_predictor(config).as_service_model(threads=threads or 1)
         _require_mix(config, model, "service_time.predictor")
         return model
     assert st.profile is not None  # the config guarantees exactly one source
     try:
         table = ProfileTable.from_csv(
-            config.resolve_path(st.profile), threads=st.threads, stat=st.stat
+            config.resolve_path(st.profile), threads=threads, stat=st.stat
         )
         table.require(
             (w, b, config.precision)
@@ -142,11 +158,11 @@ def _require_mix(config: ExperimentConfig, model: ServiceTimeModel, key: str) ->
 
 
 def build_policy_model(
-    config: ExperimentConfig, service_model: ServiceTimeModel
-) -> tuple[ServiceTimeModel | None, dict[str, Any] | None]:
+    config: ExperimentConfig, service_model: ServiceModels
+) -> tuple[ServiceModels, dict[str, Any] | None]:
     """What the scheduler believes, and a summary entry; (None, None) with no predictor.
 
-    The predictor is asked at the lanes' thread count (the profile's, or
+    The predictor is asked at each lane group's thread count (its profile's, or
     service_time.threads), with no other lane counted busy: the conditions the
     profile rows were measured in.
     """
@@ -154,19 +170,22 @@ def build_policy_model(
         return None, None
     predictor = load_predictor(config)
     pc = config.predictor
-    threads = getattr(service_model, "threads", None) or config.service_time.threads or 1
-    model = predictor.as_service_model(threads=threads, quantile=pc.quantile)
-    _require_mix(config, model, "predictor")
+    beliefs: dict[str, ServiceTimeModel] = {}
+    for group in config.scheduler.groups():
+        truth = model_for(service_model, group.name)
+        threads = getattr(truth, "threads", None) or config.service_time.threads or 1
+        beliefs[group.name] = predictor.as_service_model(threads=threads, quantile=pc.quantile)
+        _require_mix(config, beliefs[group.name], "predictor")
     info = {
         "used": True,
         "source": f"train_from: {pc.train_from}" if pc.train_from else f"path: {pc.path}",
         "model_type": predictor.model_type,
         "stat": predictor.stat,
         "quantile": pc.quantile,
-        "threads": threads,
+        "threads": {name: m.threads for name, m in beliefs.items()},
         "trained": predictor.info,
     }
-    return model, info
+    return beliefs, info
 
 
 @dataclass(frozen=True)
@@ -182,7 +201,7 @@ class SimRun:
 def simulate_run(
     config: ExperimentConfig,
     arrivals: Sequence[Arrival],
-    service_model: ServiceTimeModel,
+    service_model: ServiceModels,
     *,
     info: dict[str, Any] | None = None,
 ) -> SimRun:
@@ -204,6 +223,7 @@ def simulate_run(
         jitter=config.jitter,
         seed=config.seed,
         policy_model=policy_model,
+        cores=config.cores(),
     )
     wall_s = time.perf_counter() - started
     arrays = JobArrays.from_jobs(result.jobs)
@@ -250,7 +270,7 @@ def write_config_copy(config: ExperimentConfig, path: Path) -> Path:
 def live_run(
     config: ExperimentConfig,
     arrivals: Sequence[Arrival],
-    service_model: ServiceTimeModel,
+    service_model: ServiceModels,
     *,
     info: dict[str, Any],
     url: str | None = None,

@@ -7,11 +7,11 @@ never a silent default.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from scheduling.job import JobClass
+from scheduling.job import JOB_CLASSES, JobClass
 
 PolicyName = Literal["fifo", "priority_slo", "batch_aware", "dynamic"]
 
@@ -125,6 +125,90 @@ class DynamicWeights(BaseModel):
         return self
 
 
+class LaneGroupConfig(BaseModel):
+    """Lanes that serve the same classes and run the same way.
+
+    The core only reads `name`, `count`, `classes` and `max_dispatch_ms`;
+    `threads` and `priority` say how the executor runs the group's lanes (the
+    gateway's workers, the simulator's CPU model).
+    """
+
+    model_config = _FROZEN
+
+    name: str = Field(
+        pattern=r"^[a-z][a-z0-9_-]{0,31}$", description="Group name (metrics, /v1/lanes)."
+    )
+    count: int = Field(ge=1, le=1024, description="Lanes in the group.")
+    classes: tuple[JobClass, ...] = Field(
+        JOB_CLASSES,
+        min_length=1,
+        description="Job classes the group runs; every class is run by exactly one group.",
+    )
+    max_dispatch_ms: float | None = Field(
+        None,
+        gt=0,
+        allow_inf_nan=False,
+        description="Service-time budget of one dispatch on this group's lanes (see "
+        "SchedulerConfig.max_dispatch_ms). None: only the sample caps apply.",
+    )
+    threads: int | None = Field(
+        None,
+        ge=1,
+        le=256,
+        description="Intra-op threads per lane (executor); None: the executor's default.",
+    )
+    priority: Literal["normal", "low"] = Field(
+        "normal",
+        description="OS scheduling priority of the group's workers (executor): low lanes "
+        "(SCHED_IDLE on Linux) use every core the normal ones leave idle and yield it at "
+        "once when a normal lane, or the gateway's event loop, needs it.",
+    )
+
+    @field_validator("classes")
+    @classmethod
+    def _distinct_classes(cls, value: tuple[JobClass, ...]) -> tuple[JobClass, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"classes lists a class twice: {value!r}")
+        return value
+
+
+class ClassAdmission(BaseModel):
+    """What the core does with a job of one class that is predicted to miss its deadline."""
+
+    model_config = _FROZEN
+
+    refuse_late: bool = Field(
+        False,
+        description="At submit, refuse (PredictedLate: HTTP 429 with Retry-After) a job whose "
+        "predicted finish — the work ahead of it under the policy, the lanes' remaining "
+        "busy time and its own service time, at the planning estimate — plus margin_ms is "
+        "past its deadline. Needs a service model; without one every job is admitted.",
+    )
+    shed_late: bool = Field(
+        False,
+        description="Drop (outcome 'shed', HTTP 503) a queued job that can no longer meet its "
+        "deadline even if started now, and never start a dispatch whose predicted end is "
+        "past the deadline of every job in it. False: the class accepts late work.",
+    )
+    margin_ms: float = Field(
+        0.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="Time admission keeps in hand for what the core does not see "
+        "(reading and answering the request, timer jitter).",
+    )
+
+
+_NO_ADMISSION = ClassAdmission()
+
+
+def _default_admission() -> dict[JobClass, ClassAdmission]:
+    return {
+        "interactive": ClassAdmission(refuse_late=True, shed_late=True, margin_ms=5.0),
+        "batch": ClassAdmission(),
+    }
+
+
 class SchedulerConfig(BaseModel):
     """Everything the scheduling core needs to decide what runs next."""
 
@@ -159,11 +243,71 @@ class SchedulerConfig(BaseModel):
         description="Most queued jobs per class; a submit beyond it raises QueueFull. "
         "None (or a class left out): unbounded.",
     )
-    shed_late: bool = Field(
-        False,
-        description="Drop (outcome 'shed') a queued job that cannot meet its deadline "
-        "even if started now, per the service-time model.",
+    admission: dict[JobClass, ClassAdmission] = Field(
+        default_factory=_default_admission,
+        description="Per class: refuse at submit a job predicted to miss its deadline, and "
+        "shed queued jobs that became hopeless. Default: both on for interactive (with a "
+        "5 ms margin), off for batch (it accepts late work). A class left out: both off.",
     )
+    lane_groups: tuple[LaneGroupConfig, ...] | None = Field(
+        None,
+        description="Lanes split by the classes they run (e.g. interactive lanes at normal "
+        "priority, batch lanes at low priority). None: one group of `lanes` lanes running "
+        "every class with max_dispatch_ms. Given: lanes is their total.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lanes_from_groups(cls, data: Any) -> Any:
+        # With lane groups, `lanes` is their total: fill it in, so that no one has to
+        # keep two numbers in step (a different value given explicitly is an error below).
+        if isinstance(data, dict) and isinstance(data.get("lane_groups"), list | tuple):
+            counts = [
+                g.get("count") if isinstance(g, dict) else getattr(g, "count", None)
+                for g in data["lane_groups"]
+            ]
+            if counts and all(isinstance(c, int) for c in counts) and "lanes" not in data:
+                data = {**data, "lanes": sum(counts)}
+        return data
+
+    @model_validator(mode="after")
+    def _groups_cover_classes(self) -> SchedulerConfig:
+        if self.lane_groups is None:
+            return self
+        names = [g.name for g in self.lane_groups]
+        if len(set(names)) != len(names):
+            raise ValueError(f"lane_groups: a name is used twice: {names}")
+        served = [c for g in self.lane_groups for c in g.classes]
+        missing = [c for c in JOB_CLASSES if c not in served]
+        twice = sorted({c for c in served if served.count(c) > 1})
+        if missing or twice:
+            raise ValueError(
+                f"lane_groups: every class must be run by exactly one group; "
+                f"not run: {missing}, run twice: {twice}"
+            )
+        total = sum(g.count for g in self.lane_groups)
+        if self.lanes != total:
+            raise ValueError(
+                f"lanes={self.lanes} but lane_groups hold {total} lanes; leave lanes out"
+            )
+        if self.max_dispatch_ms is not None:
+            raise ValueError(
+                "max_dispatch_ms is set per lane group when lane_groups are given; "
+                "move it into each group"
+            )
+        return self
+
+    def groups(self) -> tuple[LaneGroupConfig, ...]:
+        """The lane groups, lanes numbered in this order (the implicit single group if none)."""
+        if self.lane_groups is not None:
+            return self.lane_groups
+        return (
+            LaneGroupConfig(name="default", count=self.lanes, max_dispatch_ms=self.max_dispatch_ms),
+        )
+
+    def class_admission(self, job_class: str) -> ClassAdmission:
+        """The admission rules of `job_class` (both off if the class is left out)."""
+        return self.admission.get(job_class) or _NO_ADMISSION  # type: ignore[call-overload]
 
     def batch_cap(self) -> int:
         """Most samples a merged dispatch may carry before token limits."""

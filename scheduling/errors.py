@@ -45,3 +45,28 @@ class UnknownWorkload(SchedulingError, KeyError):
     def __str__(self) -> str:
         # KeyError would print the bare repr of the key; say what is known instead.
         return f"unknown workload {self.workload!r}; known: {', '.join(self.known) or 'none'}"
+
+
+class PredictedLate(SchedulingError):
+    """Admission by predicted completion: the job would finish after its deadline.
+
+    Times are seconds on the core's clock. `retry_after` is the predicted drain:
+    how long until the work now ahead of the job (queued before it, and running on
+    its lanes) is done.
+    """
+
+    def __init__(
+        self, job_class: str, predicted_finish: float, deadline: float, arrival: float, drain: float
+    ) -> None:
+        self.job_class = job_class
+        self.predicted_finish = predicted_finish
+        self.deadline = deadline
+        #: The job's latency budget (deadline - arrival), seconds.
+        self.slo = deadline - arrival
+        self.retry_after = drain
+        super().__init__(
+            f"a {job_class} job is predicted to finish {(predicted_finish - arrival) * 1e3:.0f} ms "
+            f"after arrival, {(predicted_finish - deadline) * 1e3:.0f} ms past its "
+            f"{self.slo * 1e3:.0f} ms deadline; the work ahead of it drains in about "
+            f"{drain * 1e3:.0f} ms"
+        )

@@ -49,6 +49,10 @@ class Job:
     parts_in_flight: int = field(default=0, repr=False)
     #: Why the job ended without "ok" (failure reason, shedding, cancellation).
     error: str | None = None
+    #: When admission predicted the job would finish (None: not forecast).
+    predicted_end: float | None = None
+    #: Predicted service seconds not spent because the job was shed before running.
+    saved_s: float = 0.0
 
     def __post_init__(self) -> None:
         if self.remaining < 0:
@@ -99,6 +103,8 @@ class Dispatch:
     tokens: int
     #: Time the core handed it out (the start on the lane, as the core sees it).
     start: float
+    #: Index of the lane group `lane` belongs to.
+    group: int = 0
 
     @property
     def samples(self) -> int:

@@ -8,36 +8,55 @@ shows up here rather than as a silent double booking.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from heapq import heapify, heappop, heappush
 
 
 class LanePool:
-    """The concurrent executors, handed out longest-idle first.
+    """The concurrent executors, in groups, each handed out longest-idle first.
 
-    Free lanes sit in a heap keyed by (time freed, index): the lane that became
-    free first goes next, the lowest index on ties. A lane is free or running
-    exactly one dispatch.
+    Lanes are numbered 0..size-1 across groups in order (group 0's lanes first).
+    Free lanes of a group sit in a heap keyed by (time freed, index): the lane
+    that became free first goes next, the lowest index on ties. A lane is free
+    or running exactly one dispatch.
     """
 
-    def __init__(self, lanes: int) -> None:
-        if lanes < 1:
-            raise ValueError(f"lanes must be >= 1, got {lanes}")
-        self.size = lanes
-        #: (time the lane became free, lane index); read-only outside this class.
+    def __init__(self, counts: int | Sequence[int]) -> None:
+        counts = [counts] if isinstance(counts, int) else list(counts)
+        if not counts or any(c < 1 for c in counts):
+            raise ValueError(f"every lane group needs >= 1 lane, got {counts}")
+        self.size = sum(counts)
+        #: The group of each lane.
+        self.group_of: list[int] = [g for g, c in enumerate(counts) for _ in range(c)]
+        #: Per group: (time the lane became free, lane index); read-only outside.
         #: Never-used lanes count as free since -inf, so they go in index order.
-        self.idle: list[tuple[float, int]] = [(-math.inf, i) for i in range(lanes)]
-        heapify(self.idle)
-        self._busy = [False] * lanes
+        self.idle: list[list[tuple[float, int]]] = [[] for _ in counts]
+        for lane, group in enumerate(self.group_of):
+            self.idle[group].append((-math.inf, lane))
+        for heap in self.idle:
+            heapify(heap)
+        self._busy = [False] * self.size
+        self._idle_count = self.size
 
     @property
     def busy(self) -> int:
         """Lanes running a dispatch."""
-        return self.size - len(self.idle)
+        return self.size - self._idle_count
 
-    def acquire(self) -> int:
-        """The lane that became free first (lowest index on ties); IndexError if none."""
-        _, lane = heappop(self.idle)
+    @property
+    def any_idle(self) -> bool:
+        """Whether some lane, of any group, is free."""
+        return self._idle_count > 0
+
+    def is_busy(self, lane: int) -> bool:
+        """Whether lane `lane` runs a dispatch."""
+        return self._busy[lane]
+
+    def acquire(self, group: int = 0) -> int:
+        """The group's lane that became free first (lowest index on ties); IndexError if none."""
+        _, lane = heappop(self.idle[group])
         self._busy[lane] = True
+        self._idle_count -= 1
         return lane
 
     def release(self, lane: int, now: float) -> None:
@@ -45,7 +64,8 @@ class LanePool:
         if not self._busy[lane]:
             raise ValueError(f"lane {lane} released while not running a dispatch")
         self._busy[lane] = False
-        heappush(self.idle, (now, lane))
+        self._idle_count += 1
+        heappush(self.idle[self.group_of[lane]], (now, lane))
 
 
 class TokenPool:

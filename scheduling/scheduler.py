@@ -1,6 +1,6 @@
 """The scheduling core: a pure, synchronous state machine driven by its caller.
 
-    submit(job, now)      a job enters the queue
+    submit(job, now)      a job enters the queue (or is refused: it would be late)
     poll(now)             dispatches to start now (lane, parts, tokens)
     next_wakeup(now)      when a batching window needs attention
     complete / fail       a lane finished; its lane and tokens come back
@@ -9,82 +9,85 @@
 The live gateway and the simulator drive the same object; only the executor
 differs. `now` is always an argument: nothing here reads a clock.
 
-Decisions, in order, each time a lane is free:
+Lanes come in groups (`SchedulerConfig.groups()`); each class is run by one
+group, which has its own policy instance, service-time model and dispatch
+budget. Decisions, in order, each time a lane of a group is free:
 
-1. The policy picks the best *ready* job (the head). A job of a class in
-   `microbatch.classes` is held until its window (enqueue + window_ms) ends or
-   its group holds a full batch; other jobs are ready at once.
+1. The group's policy picks the best *ready* job (the head). A job of a class
+   in `microbatch.classes` is held until its window (enqueue + window_ms) ends
+   or its group holds a full batch; other jobs are ready at once.
 2. The head's dispatch is formed: its next part (at most the cap), then, if it
-   is batchable, whole compatible queued jobs in policy order while they fit
-   (first fit). With a service model a companion also has to keep the
-   dispatch's predicted end before the tightest deadline among the jobs it
-   finishes that would make theirs: the micro-batch is the largest whose
-   predicted service time (a quantile, if the model answers one) meets it.
-   The cap of a merged dispatch is min(max_batch, max_dispatch_samples); a
-   non-batchable job's part is at most max_dispatch_samples; both are also cut
-   to what the token capacity can ever hold, so every dispatch fits an idle
-   device.
-3. Head of line: if the dispatch's tokens do not fit the free tokens, nothing
+   is batchable, whole compatible queued jobs of the same lane group in policy
+   order while they fit (first fit). With a service model a companion also has
+   to keep the dispatch's planned end before the tightest deadline among the
+   jobs it finishes that would make theirs. Caps are cut to what the token
+   capacity can ever hold, so every dispatch fits an idle device.
+3. Deadlines cover execution: a dispatch whose predicted end is past the
+   deadline of every job in it, all of classes that shed late work, is not
+   started; its jobs are shed.
+4. Head of line: if the dispatch's tokens do not fit the free tokens, nothing
    else starts in this poll. No job overtakes a blocked head, so nothing starves
    behind a bigger job and priority order is never broken by token pressure; the
    price is an idle lane until a completion frees tokens.
+
+Admission (`submit`): a job of a class with `refuse_late` is refused
+(PredictedLate) when its forecast finish (scheduling/admission.py) plus the
+class's margin is past its deadline; the core computes the Retry-After too, so
+the simulator and the gateway refuse the same jobs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from scheduling.config import SchedulerConfig
-from scheduling.errors import JobTooLarge, QueueFull, UnknownWorkload
+from scheduling.admission import check_admission, chunk_times, forecast
+from scheduling.config import LaneGroupConfig, SchedulerConfig
+from scheduling.errors import JobTooLarge, QueueFull
 from scheduling.job import JOB_CLASSES, Dispatch, Job, Outcome, Part
+from scheduling.lane_groups import LaneGroup, ServiceModels, model_for
 from scheduling.microbatch import GroupKey, MicroBatcher
 from scheduling.policies import make_policy
 from scheduling.resources import LanePool, TokenPool
-from scheduling.service_time import CachedServiceTime, ServiceTimeModel
+from scheduling.service_time import ServiceTimeModel
 from scheduling.tokens import token_cost
 
 #: Reason recorded on a job dropped by deadline-aware shedding.
 SHED_REASON = "cannot meet its deadline even if started now"
 
 
-def max_samples_within(base: int, precision: str, capacity: int) -> int:
-    """Largest sample count whose dispatch fits `capacity` tokens (0 if none)."""
-    lo, hi = 0, capacity  # each sample costs at least one token, so hi is an upper bound
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if token_cost(base, mid, precision) <= capacity:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
-
-
 class Scheduler:
-    """Queue, policy, micro-batcher, token pool and lanes behind five calls."""
+    """Queue, policies, micro-batcher, token pool and lanes behind a few calls."""
 
     def __init__(
         self,
         config: SchedulerConfig,
         token_bases: Mapping[str, int],
-        service_model: ServiceTimeModel | None = None,
+        service_model: ServiceModels = None,
     ) -> None:
         self.config = config
         self._bases = dict(token_bases)
-        if service_model is not None and not isinstance(service_model, CachedServiceTime):
-            service_model = CachedServiceTime(service_model)
-        #: Memoised; call `refresh_predictions()` when the underlying model changes.
-        self.service_model = service_model
-        self.policy = make_policy(config.policy, config, service_model)
+        groups = config.groups()
+        self._groups = [
+            LaneGroup(i, g, config, self._bases, model_for(service_model, g.name))
+            for i, g in enumerate(groups)
+        ]
+        self._group_of_class = {c: self._groups[i] for i, g in enumerate(groups) for c in g.classes}
+        for group in self._groups:
+            # The policy sees its group as the whole machine: its lanes and budget.
+            view = config.model_copy(
+                update={
+                    "lanes": group.config.count,
+                    "max_dispatch_ms": group.config.max_dispatch_ms,
+                }
+            )
+            group.policy = make_policy(config.policy, view, group.model)
         self._mb = MicroBatcher(config.microbatch)
-        self._lanes = LanePool(config.lanes)
+        self._lanes = LanePool([g.count for g in groups])
+        #: Planned end of the dispatch each lane runs (admission's view of busy lanes).
+        self._lane_end = [0.0] * self._lanes.size
         self._tokens = TokenPool(config.tokens.capacity)
-        self._split = config.max_dispatch_samples or config.tokens.capacity
-        self._batch_cap = config.batch_cap()
-        # Per group: most samples in one dispatch, batchable or alone (learned at first submit).
-        self._batch_caps: dict[GroupKey, int] = {}
-        self._solo_caps: dict[GroupKey, int] = {}
         self._limits = dict(config.queue_limit or {})
-        self._shed_late = config.shed_late
+        self._admission = {c: config.class_admission(c) for c in JOB_CLASSES}
         self._queued: dict[str, int] = dict.fromkeys(JOB_CLASSES, 0)
         self._pending = 0
         #: Admitted jobs without an outcome yet, by id (for cancel).
@@ -99,14 +102,16 @@ class Scheduler:
         """Admit `job` at `now` (sets `job.enqueue`).
 
         Raises UnknownWorkload, JobTooLarge (a one-sample dispatch can never fit
-        the token capacity) or QueueFull (its class's queue_limit is reached).
-        With shed_late, a job already unable to meet its deadline is shed at
-        once: it is reported by `take_shed()`, not queued.
+        the token capacity), QueueFull (its class's queue_limit is reached) or
+        PredictedLate (its class refuses late work and the forecast says it would
+        be). A job of a class that sheds late work, already unable to meet its
+        deadline, is shed at once: it is reported by `take_shed()`, not queued.
         """
         key = (job.workload, job.backend, job.precision)
-        solo_cap = self._solo_caps.get(key)
+        group = self._group_of_class[job.job_class]
+        solo_cap = group.solo_caps.get(key)
         if solo_cap is None:
-            solo_cap = self._learn_group(key)
+            solo_cap = group.learn(key)
         if not solo_cap:
             base = self._bases[job.workload]
             tokens = token_cost(base, 1, job.precision)
@@ -118,50 +123,52 @@ class Scheduler:
             raise ValueError(f"job {job.id} cannot be submitted (duplicate, finished or empty)")
         job.enqueue = now
         job.remaining = job.samples
-        if self._shed_late and self._late(job, now):
+        rules = self._admission[job.job_class]
+        if rules.refuse_late and group.model is not None:
+            self._refuse_if_late(group, job, now, rules.margin_ms / 1e3)
+        if rules.shed_late and self._late(job, now):
             self._shed_job(job, now, queued=False)
             return
         self._jobs[job.id] = job
         self._queued[job.job_class] += 1
         self._pending += 1
-        self.policy.push(job)
+        group.policy.push(job)
         if job.job_class in self._mb.classes:
             self._mb.add(job, key, now)
 
     def poll(self, now: float) -> list[Dispatch]:
         """The dispatches to start at `now`; each holds a lane and tokens until it ends.
 
-        With shed_late, a not-yet-started job met as head or companion that can
-        no longer make its deadline is shed on the way (see `take_shed`).
+        Jobs of classes that shed late work are shed on the way when they (or the
+        whole dispatch they would lead) can no longer make their deadline (see
+        `take_shed`).
         """
-        idle = self._lanes.idle
-        if not idle or not self._pending:
-            return []
         out: list[Dispatch] = []
-        pick = self.policy.pick
-        fits = self._tokens.fits
-        shed_late = self._shed_late
-        while idle and self._pending:
-            head = pick(now, self)
-            if head is None:
-                break
-            if shed_late and head.dispatch is None and self._late(head, now):
-                self._shed_job(head, now, queued=True)
-                continue
-            picks = self._plan(head, now)
-            samples = 0
-            for _, count in picks:
-                samples += count
-            tokens = token_cost(self._bases[head.workload], samples, head.precision)
-            if not fits(tokens):
-                break  # strict head of line: see the module docstring
-            out.append(self._commit(head, picks, tokens, now))
+        lanes = self._lanes
+        for group in self._groups:
+            while lanes.idle[group.index] and self._pending:
+                head = group.policy.pick(now, self)
+                if head is None:
+                    break
+                if self._sheds(head) and head.dispatch is None and self._late(head, now):
+                    self._shed_job(head, now, queued=True)
+                    continue
+                picks = self._plan(group, head, now)
+                if self._hopeless(group, picks, now):
+                    for job, _ in picks:
+                        self._shed_job(job, now, queued=True)
+                    continue
+                samples = sum(count for _, count in picks)
+                tokens = token_cost(self._bases[head.workload], samples, head.precision)
+                if not self._tokens.fits(tokens):
+                    return out  # strict head of line, across groups: module docstring
+                out.append(self._commit(group, head, picks, tokens, now))
         return out
 
     def next_wakeup(self, now: float) -> float | None:
         """The earliest time after `now` at which `poll` may start something new
         without a submit or completion (a batching window ending); None if none."""
-        if not self._lanes.idle or not self._pending:
+        if not self._lanes.any_idle or not self._pending:
             return None
         return self._mb.next_expiry(now)
 
@@ -220,12 +227,13 @@ class Scheduler:
         return shed
 
     def refresh_predictions(self) -> None:
-        """Forget memoised service-time predictions (the model was updated)."""
-        if isinstance(self.service_model, CachedServiceTime):
-            self.service_model.clear()
-        # Budget-derived caps depend on the predictions: relearn them.
-        for key in list(self._solo_caps):
-            self._learn_group(key)
+        """Forget memoised service-time predictions (a model was updated)."""
+        for group in self._groups:
+            if group.model is not None:
+                group.model.clear()
+            # Budget-derived caps depend on the predictions: relearn them.
+            for key in list(group.solo_caps):
+                group.learn(key)
 
     # ------------------------------------------------------- read-only views
 
@@ -260,8 +268,23 @@ class Scheduler:
 
     @property
     def lanes(self) -> int:
-        """Lanes in the pool."""
+        """Lanes in the pool, every group."""
         return self._lanes.size
+
+    def lane_group(self, lane: int) -> LaneGroupConfig:
+        """The group lane `lane` belongs to."""
+        return self._groups[self._lanes.group_of[lane]].config
+
+    def service_model(self, job_class: str) -> ServiceTimeModel | None:
+        """The (memoised) service-time model of the group that runs `job_class`."""
+        return self._group_of_class[job_class].model
+
+    def dispatch_caps(self, job_class: str, key: GroupKey) -> tuple[int, int]:
+        """(merged, alone): most samples of one dispatch of `key` on `job_class`'s lanes."""
+        group = self._group_of_class[job_class]
+        if key not in group.solo_caps:
+            group.learn(key)
+        return group.batch_caps[key], group.solo_caps[key]
 
     # --------------------------------------------- QueueView, for policies
 
@@ -271,7 +294,7 @@ class Scheduler:
         if job.job_class not in mb.classes or now >= job.enqueue + mb.window:
             return True
         key = (job.workload, job.backend, job.precision)
-        return mb.samples[key] >= self._batch_caps[key]
+        return mb.samples[key] >= self._group_of_class[job.job_class].batch_caps[key]
 
     def batchable(self, job: Job) -> bool:
         """Whether `job`'s class may be merged with others."""
@@ -280,16 +303,18 @@ class Scheduler:
     def dispatch_cap(self, job: Job) -> int:
         """Most samples a dispatch led by `job` may carry."""
         key = (job.workload, job.backend, job.precision)
+        group = self._group_of_class[job.job_class]
         if job.job_class in self._mb.classes:
-            return self._batch_caps[key]
-        return self._solo_caps[key]
+            return group.batch_caps[key]
+        return group.solo_caps[key]
 
     def batch_samples(self, job: Job) -> int:
         """Samples a dispatch led by `job` would carry now (whole group, capped)."""
         key = (job.workload, job.backend, job.precision)
+        group = self._group_of_class[job.job_class]
         if job.job_class in self._mb.classes:
-            return min(self._mb.samples[key], self._batch_caps[key])
-        return min(job.remaining, self._solo_caps[key])
+            return min(self._mb.samples.get(key, 0) or job.remaining, group.batch_caps[key])
+        return min(job.remaining, group.solo_caps[key])
 
     def dispatch_tokens(self, job: Job, samples: int) -> int:
         """Tokens a dispatch of `samples` samples of `job`'s model holds."""
@@ -297,51 +322,49 @@ class Scheduler:
 
     # ---------------------------------------------------------------- phases
 
-    def _learn_group(self, key: GroupKey) -> int:
-        workload, _, precision = key
-        base = self._bases.get(workload)
-        if base is None:
-            raise UnknownWorkload(workload, sorted(self._bases))
-        fits = max_samples_within(base, precision, self._tokens.capacity)
-        if fits:
-            fits = min(fits, self._within_budget(key, max(self._split, self._batch_cap)))
-        self._solo_caps[key] = min(self._split, fits)
-        self._batch_caps[key] = min(self._batch_cap, fits)
-        return self._solo_caps[key]
+    def _refuse_if_late(self, group: LaneGroup, job: Job, now: float, margin: float) -> None:
+        """Forecast the job's finish; raise PredictedLate if it would miss its deadline."""
+        assert group.model is not None
+        model, ends, lanes = group.model, self._lane_end, self._lanes
+        lane_free = [
+            max(now, ends[lane]) if lanes.is_busy(lane) else now
+            for lane, g in enumerate(lanes.group_of)
+            if g == group.index
+        ]
+        ahead: list[float] = []
+        for other in group.policy.ahead(job, now, self):
+            k = (other.workload, other.backend, other.precision)
+            ahead += chunk_times(
+                other.remaining, self.dispatch_cap(other), lambda n, k=k: model.plan(*k, n)
+            )
+        key = (job.workload, job.backend, job.precision)
+        batchable = job.job_class in self._mb.classes
+        cap = group.batch_caps[key] if batchable else group.solo_caps[key]
+        own = chunk_times(job.remaining, cap, lambda n: model.plan(*key, n))
+        alone = sum(chunk_times(job.remaining, cap, lambda n: model.predict(*key, n)))
+        held = now + self._mb.window if batchable else now
+        check_admission(job, now, margin, forecast(lane_free, ahead, own, held), alone)
 
-    def _within_budget(self, key: GroupKey, limit: int) -> int:
-        """Most samples (1..limit) predicted to run within max_dispatch_ms; limit if no budget."""
-        budget_ms = self.config.max_dispatch_ms
-        if budget_ms is None or self.service_model is None:
-            return limit
-        budget = budget_ms / 1e3
-        predict = self.service_model.predict
-        lo, hi = 1, limit  # a single sample always runs, however slow: it cannot be split
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if predict(*key, mid) <= budget:
-                lo = mid
-            else:
-                hi = mid - 1
-        return lo
-
-    def _plan(self, head: Job, now: float) -> list[tuple[Job, int]]:
+    def _plan(self, group: LaneGroup, head: Job, now: float) -> list[tuple[Job, int]]:
         """The head's next part plus, if batchable, whole companions that fit."""
         key = (head.workload, head.backend, head.precision)
         if head.job_class not in self._mb.classes:
-            return [(head, min(head.remaining, self._solo_caps[key]))]
-        cap = self._batch_caps[key]
+            return [(head, min(head.remaining, group.solo_caps[key]))]
+        cap = group.batch_caps[key]
         take = min(head.remaining, cap)
         picks = [(head, take)]
         room = cap - take
         members = self._mb.members[key]
         if not room or len(members) < 2:
             return picks
-        others = [job for job in members if job is not head]
+        others = [
+            job
+            for job in members
+            if job is not head and self._group_of_class[job.job_class] is group
+        ]
         if len(others) > 1:
-            others = self.policy.order(others, now, self)
-        shed_late = self._shed_late
-        model = self.service_model
+            others = group.policy.order(others, now, self)
+        model = group.model
         samples = take
         # Deadline guard: the earliest deadline of a job that ends in this dispatch
         # and makes it as planned so far. A companion joins only if the grown
@@ -350,18 +373,18 @@ class Scheduler:
         if (
             model is not None
             and take == head.remaining
-            and now + model.predict(*key, take) <= head.deadline
+            and now + model.plan(*key, take) <= (head.deadline)
         ):
             tightest = head.deadline
         for job in others:
             count = job.remaining
             if count > room:
                 continue  # first fit: a smaller later companion may still fit
-            if shed_late and job.dispatch is None and self._late(job, now):
+            if self._sheds(job) and job.dispatch is None and self._late(job, now):
                 self._shed_job(job, now, queued=True)
                 continue
             if model is not None:
-                end = now + model.predict(*key, samples + count)
+                end = now + model.plan(*key, samples + count)
                 if end > tightest:
                     continue  # it would make a member late; a smaller one may still fit
                 if end <= job.deadline < tightest:
@@ -373,9 +396,25 @@ class Scheduler:
                 break
         return picks
 
-    def _commit(self, head: Job, picks: list[tuple[Job, int]], tokens: int, now: float) -> Dispatch:
+    def _hopeless(self, group: LaneGroup, picks: list[tuple[Job, int]], now: float) -> bool:
+        """Whether the planned dispatch should not start: by its predicted (mean) end
+        every job in it is late, and each is unstarted and of a class shedding late work."""
+        model = group.model
+        if model is None:
+            return False
+        for job, _ in picks:
+            if job.dispatch is not None or not self._sheds(job):
+                return False
+        head = picks[0][0]
+        samples = sum(count for _, count in picks)
+        end = now + model.predict(head.workload, head.backend, head.precision, samples)
+        return all(end > job.deadline for job, _ in picks)
+
+    def _commit(
+        self, group: LaneGroup, head: Job, picks: list[tuple[Job, int]], tokens: int, now: float
+    ) -> Dispatch:
         """Take the planned samples off the queue and hand out a lane and tokens."""
-        lane = self._lanes.acquire()
+        lane = self._lanes.acquire(group.index)
         did = self._next_dispatch_id
         self._next_dispatch_id = did + 1
         key = (head.workload, head.backend, head.precision)
@@ -394,10 +433,12 @@ class Scheduler:
             if not job.remaining:
                 self._pending -= 1
                 self._queued[job.job_class] -= 1
-                self.policy.discard(job)
+                group.policy.discard(job)
         dispatch = Dispatch(
-            did, lane, head.workload, head.backend, head.precision, parts, tokens, now
+            did, lane, head.workload, head.backend, head.precision, parts, tokens, now, group.index
         )
+        samples = sum(count for _, count in picks)
+        self._lane_end[lane] = now + (group.model.plan(*key, samples) if group.model else 0.0)
         self._tokens.take(tokens)
         self._running[did] = dispatch
         return dispatch
@@ -417,7 +458,7 @@ class Scheduler:
         job.remaining = 0
         self._pending -= 1
         self._queued[job.job_class] -= 1
-        self.policy.discard(job)
+        self._group_of_class[job.job_class].policy.discard(job)
 
     def _finish(self, job: Job, now: float, outcome: Outcome, reason: str) -> None:
         """End a job without success: it leaves the queue and the registry."""
@@ -427,19 +468,27 @@ class Scheduler:
         job.error = reason
         self._jobs.pop(job.id, None)
 
+    def _sheds(self, job: Job) -> bool:
+        return self._admission[job.job_class].shed_late
+
     def _late(self, job: Job, now: float) -> bool:
         """Whether even its next part, started now, would end after the deadline.
 
         Optimistic on purpose (one part, the mean prediction): shedding must only
         drop jobs that are certainly lost.
         """
-        model = self.service_model
+        model = self._group_of_class[job.job_class].model
         if model is None:
             return now > job.deadline
         samples = min(job.remaining, self.dispatch_cap(job))
         return now + model.predict(job.workload, job.backend, job.precision, samples) > job.deadline
 
     def _shed_job(self, job: Job, now: float, *, queued: bool) -> None:
+        model = self._group_of_class[job.job_class].model
+        if model is not None and job.remaining:
+            cap = self.dispatch_cap(job)
+            key = (job.workload, job.backend, job.precision)
+            job.saved_s = sum(chunk_times(job.remaining, cap, lambda n: model.predict(*key, n)))
         if queued:
             self._finish(job, now, "shed", SHED_REASON)
         else:

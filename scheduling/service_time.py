@@ -7,16 +7,32 @@ gateway from the learned predictor. The core only sees this Protocol.
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
 
 class ServiceTimeModel(Protocol):
-    """Predicts the service time (seconds) of running `samples` samples at once."""
+    """Predicts the service time (seconds) of running `samples` samples at once.
+
+    `predict` is the mean: what shedding and the simulated lanes use. A model may
+    also answer `plan(...)`, a planning estimate (a high quantile) that admission,
+    dispatch budgets and micro-batch deadlines use so that a plan holds in most
+    runs, not just the average one; `plan_of(model)` falls back to the mean.
+    """
 
     def predict(self, workload: str, backend: str, precision: str, samples: int) -> float:
         """Expected (mean) service time in seconds."""
         ...
+
+
+#: (workload, backend, precision, samples) -> seconds.
+Estimate = Callable[[str, str, str, int], float]
+
+
+def plan_of(model: ServiceTimeModel) -> Estimate:
+    """The model's planning estimate (`plan`) if it has one, else its mean."""
+    plan = getattr(model, "plan", None)
+    return plan if callable(plan) else model.predict
 
 
 #: A workload's entry in FixedServiceTime: {samples: seconds} or (fixed_ms, per_sample_ms).
@@ -85,6 +101,8 @@ class CachedServiceTime:
         self.model = model
         self._max_entries = max_entries
         self._memo: dict[tuple[str, str, str, int], float] = {}
+        self._plan_memo: dict[tuple[str, str, str, int], float] = {}
+        self._plan = plan_of(model)
 
     def predict(self, workload: str, backend: str, precision: str, samples: int) -> float:
         """The wrapped model's prediction, computed once per distinct question."""
@@ -96,6 +114,17 @@ class CachedServiceTime:
             value = self._memo[key] = self.model.predict(workload, backend, precision, samples)
         return value
 
+    def plan(self, workload: str, backend: str, precision: str, samples: int) -> float:
+        """The wrapped model's planning estimate (its mean if it has none), memoised."""
+        key = (workload, backend, precision, samples)
+        value = self._plan_memo.get(key)
+        if value is None:
+            if len(self._plan_memo) >= self._max_entries:
+                self._plan_memo.clear()
+            value = self._plan_memo[key] = self._plan(workload, backend, precision, samples)
+        return value
+
     def clear(self) -> None:
         """Forget every memoised prediction."""
         self._memo.clear()
+        self._plan_memo.clear()

@@ -13,11 +13,12 @@ import math
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from heapq import heappop, heappush
 
 from scheduling.config import SchedulerConfig
-from scheduling.errors import JobTooLarge, QueueFull
+from scheduling.cpu_share import Executor, IndependentLanes, LaneCpu, SharedCores
+from scheduling.errors import JobTooLarge, PredictedLate, QueueFull
 from scheduling.job import Dispatch, Job, JobClass
+from scheduling.lane_groups import ServiceModels, model_for
 from scheduling.scheduler import Scheduler
 from scheduling.service_time import ServiceTimeModel
 
@@ -88,21 +89,25 @@ def make_jobs(arrivals: Sequence[Arrival]) -> list[Job]:
 def simulate(
     config: SchedulerConfig,
     arrivals: Sequence[Arrival],
-    service_model: ServiceTimeModel,
+    service_model: ServiceModels,
     token_bases: Mapping[str, int],
     *,
     jitter: float = 0.0,
     seed: int = 0,
-    policy_model: ServiceTimeModel | None = None,
+    policy_model: ServiceModels = None,
+    cores: float | None = None,
 ) -> SimResult:
     """Run `arrivals` through a fresh Scheduler on a virtual clock.
 
-    A dispatch of n samples runs for service_model.predict(..., n) seconds,
-    times a lognormal factor with sigma `jitter` and mean 1 (seeded by `seed`).
+    A dispatch of n samples needs service_model.predict(..., n) seconds (the
+    model of its lane group, if a mapping by group name is given), times a
+    lognormal factor with sigma `jitter` and mean 1 (seeded by `seed`). With
+    `cores`, lanes share that many CPUs by their group's threads and priority
+    (`scheduling.cpu_share.SharedCores`); without, each lane has its own.
     At equal times completions are handled before arrivals, then the scheduler
-    is polled. A job refused at admission (QueueFull, JobTooLarge) ends with
-    outcome "rejected" at its arrival; an unknown workload is a config error
-    and propagates.
+    is polled. A job refused at admission (QueueFull, JobTooLarge,
+    PredictedLate) ends with outcome "rejected" at its arrival; an unknown
+    workload is a config error and propagates.
 
     `policy_model` is what the scheduler *believes* (policies, shedding), e.g.
     a learned predictor, while `service_model` stays the truth the lanes run
@@ -113,17 +118,39 @@ def simulate(
     belief = service_model if policy_model is None else policy_model
     sched = Scheduler(config, token_bases, belief)
     jobs = make_jobs(arrivals)
-    service = _service_sampler(service_model, jitter, seed)
-    dispatches, end = _run(sched, jobs, service)
+    groups = config.groups()
+    rng = random.Random(seed)
+    samplers = [_service_sampler(model_for(service_model, g.name), jitter, rng) for g in groups]
+
+    def service(d: Dispatch) -> float:
+        return samplers[d.group](d)
+
+    dispatches, end = _run(sched, jobs, service, executor_for(config, cores))
     return SimResult(jobs=jobs, dispatches=dispatches, sim_time=end)
 
 
+def executor_for(config: SchedulerConfig, cores: float | None) -> Executor:
+    """Independent lanes, or lanes sharing `cores` CPUs by their group's threads and priority.
+
+    A group without `threads` counts one thread per lane.
+    """
+    if cores is None:
+        return IndependentLanes()
+    lanes = [
+        LaneCpu(threads=g.threads or 1, priority=g.priority)
+        for g in config.groups()
+        for _ in range(g.count)
+    ]
+    return SharedCores(cores, lanes)
+
+
 def _service_sampler(
-    model: ServiceTimeModel, jitter: float, seed: int
+    model: ServiceTimeModel | None, jitter: float, rng: random.Random
 ) -> Callable[[Dispatch], float]:
     """A function Dispatch -> service seconds, memoising the model per shape."""
+    if model is None:
+        raise ValueError("the simulator needs a service-time model for every lane group")
     memo: dict[tuple[str, str, str, int], float] = {}
-    rng = random.Random(seed)
     lognorm = rng.lognormvariate
     mu = -0.5 * jitter * jitter  # mean-one factor: the model predicts the mean
 
@@ -141,14 +168,17 @@ def _service_sampler(
 
 
 def _run(
-    sched: Scheduler, jobs: list[Job], service: Callable[[Dispatch], float]
+    sched: Scheduler,
+    jobs: list[Job],
+    service: Callable[[Dispatch], float],
+    executor: Executor,
 ) -> tuple[int, float]:
     """The event loop; returns (dispatches started, time of the last event)."""
     inf = math.inf
     submit, poll, complete = sched.submit, sched.poll, sched.complete
     next_wakeup, take_shed = sched.next_wakeup, sched.take_shed
-    shed_late = sched.config.shed_late
-    events: list[tuple[float, int, Dispatch]] = []  # (end, seq, dispatch); seq breaks ties
+    start, next_end, finished = executor.start, executor.next_end, executor.finished
+    refused = (QueueFull, JobTooLarge, PredictedLate)
     seq = 0
     n = len(jobs)
     i = 0
@@ -156,28 +186,25 @@ def _run(
     wake: float | None = None
     now = last = 0.0
     while True:
-        now = next_arrival
-        if events and events[0][0] < now:
-            now = events[0][0]
+        now = min(next_arrival, next_end())
         if wake is not None and wake < now:
             now = wake
         if now == inf:
             break
         last = now
-        while events and events[0][0] <= now:
-            complete(heappop(events)[2], now)
+        for d in finished(now):
+            complete(d, now)
         while next_arrival <= now:
             job = jobs[i]
             try:
                 submit(job, now)
-            except (QueueFull, JobTooLarge) as exc:
+            except refused as exc:
                 job.outcome, job.end, job.error = "rejected", now, str(exc)
             i += 1
             next_arrival = jobs[i].arrival if i < n else inf
         for d in poll(now):
-            heappush(events, (now + service(d), seq, d))
+            start(d, service(d), now)
             seq += 1
-        if shed_late:
-            take_shed()  # outcomes are already on the jobs; just keep the list short
+        take_shed()  # outcomes are already on the jobs; just keep the list short
         wake = next_wakeup(now)
     return seq, last

@@ -22,3 +22,15 @@ def token_cost(base: int, samples: int, precision: str = "fp32") -> int:
     if precision == "fp16":
         raw *= FP16_FACTOR
     return math.ceil(raw - 1e-9)
+
+
+def max_samples_within(base: int, precision: str, capacity: int) -> int:
+    """Largest sample count whose dispatch fits `capacity` tokens (0 if none)."""
+    lo, hi = 0, capacity  # each sample costs at least one token, so hi is an upper bound
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if token_cost(base, mid, precision) <= capacity:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo

@@ -30,7 +30,7 @@ import numpy as np
 
 from backends.base import LoadOptions, Runner
 from scheduling.config import SchedulerConfig
-from scheduling.scheduler import max_samples_within
+from scheduling.tokens import max_samples_within
 
 if TYPE_CHECKING:
     from server.config import GatewayConfig

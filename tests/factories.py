@@ -13,7 +13,13 @@ from collections.abc import Callable, Iterable, Mapping
 from heapq import heappop, heappush
 from typing import Any
 
-from scheduling.config import DynamicWeights, MicroBatchConfig, SchedulerConfig, TokenConfig
+from scheduling.config import (
+    ClassAdmission,
+    DynamicWeights,
+    MicroBatchConfig,
+    SchedulerConfig,
+    TokenConfig,
+)
 from scheduling.job import DEFAULT_SLO_S, Dispatch, Job, JobClass
 from scheduling.scheduler import Scheduler
 from scheduling.service_time import FixedServiceTime, ServiceTimeModel
@@ -41,8 +47,19 @@ def make_config(
     shed_late: bool = False,
     weights: Mapping[str, float] | None = None,
     max_dispatch_ms: float | None = None,
+    admission: Mapping[JobClass, Mapping[str, Any]] | None = None,
+    lane_groups: list[dict[str, Any]] | None = None,
 ) -> SchedulerConfig:
-    """A SchedulerConfig from flat knobs; micro-batching is off unless asked for."""
+    """A SchedulerConfig from flat knobs; micro-batching is off unless asked for.
+
+    Admission is off unless asked for (`admission=` per class); `shed_late=True`
+    sheds hopeless jobs of every class (what the core did before admission rules).
+    """
+    if lane_groups is not None:
+        lanes = sum(g["count"] for g in lane_groups)
+    if admission is None:
+        rules = ClassAdmission(shed_late=shed_late)
+        admission = {c: rules.model_dump() for c in ("interactive", "batch")}
     return SchedulerConfig(
         policy=policy,  # type: ignore[arg-type]
         lanes=lanes,
@@ -53,8 +70,9 @@ def make_config(
         max_dispatch_samples=split,
         weights=DynamicWeights(**(weights or {})),
         queue_limit=dict(queue_limit) if queue_limit is not None else None,
-        shed_late=shed_late,
+        admission={c: ClassAdmission(**dict(r)) for c, r in admission.items()},
         max_dispatch_ms=max_dispatch_ms,
+        lane_groups=lane_groups,  # type: ignore[arg-type]
     )
 
 

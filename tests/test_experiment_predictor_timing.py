@@ -48,6 +48,7 @@ def timed_config(tmp_path: Path, **overrides: Any) -> Path:
             "lanes": 2,
             "microbatch": {"enabled": False},
             "max_dispatch_samples": None,
+            "admission": {},  # every job runs: this checks timing, not admission
         },
         "service_time": {"predictor": True},
         "predictor": PREDICTOR,
@@ -91,10 +92,12 @@ def test_lanes_and_policy_share_one_trained_predictor(tmp_path: Path) -> None:
     lanes = build_service_model(config)
     assert isinstance(lanes, PredictorServiceTime)
     assert (lanes.threads, lanes.busy_lanes, lanes.quantile) == (2, 0, None)
-    policy, info = build_policy_model(config, lanes)
-    assert isinstance(policy, PredictorServiceTime) and info is not None
+    beliefs, info = build_policy_model(config, lanes)
+    assert isinstance(beliefs, dict) and info is not None
+    policy = beliefs["default"]  # one belief per lane group
+    assert isinstance(policy, PredictorServiceTime)
     assert policy.predictor is lanes.predictor
-    assert (policy.threads, policy.quantile, info["threads"]) == (2, 0.95, 2)
+    assert (policy.threads, policy.quantile, info["threads"]) == (2, 0.95, {"default": 2})
     assert policy.predict("vit_b_16", "onnx", "fp32", 4) > lanes.predict(
         "vit_b_16", "onnx", "fp32", 4
     )

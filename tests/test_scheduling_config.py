@@ -18,7 +18,9 @@ def test_defaults() -> None:
     )
     assert c.microbatch == MicroBatchConfig(enabled=True, window_ms=10, max_batch=128)
     assert c.microbatch.classes == ("batch",)
-    assert c.queue_limit is None and c.shed_late is False
+    assert c.queue_limit is None and c.lane_groups is None
+    assert c.admission["interactive"].refuse_late and c.admission["interactive"].shed_late
+    assert not c.admission["batch"].refuse_late and not c.admission["batch"].shed_late
     assert c.batch_cap() == 32
 
 
@@ -79,5 +81,41 @@ def test_split_and_batch_caps_combine() -> None:
 
 
 def test_round_trips_through_a_dict() -> None:
-    c = SchedulerConfig(policy="dynamic", queue_limit={"interactive": 10}, shed_late=True)
+    c = SchedulerConfig(
+        policy="dynamic",
+        queue_limit={"interactive": 10},
+        admission={"batch": {"shed_late": True}},
+        lane_groups=[
+            {"name": "interactive", "count": 1, "classes": ["interactive"], "threads": 2},
+            {"name": "batch", "count": 2, "classes": ["batch"], "max_dispatch_ms": 300},
+        ],
+    )
+    assert c.lanes == 3
     assert SchedulerConfig.model_validate(c.model_dump()) == c
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            {"lane_groups": [{"name": "a", "count": 1, "classes": ["interactive"]}]},
+            r"not run: \['batch'\]",
+        ),
+        (
+            {"lane_groups": [{"name": "a", "count": 1}, {"name": "b", "count": 1}]},
+            r"run twice: \['batch', 'interactive'\]",
+        ),
+        (
+            {"lanes": 4, "lane_groups": [{"name": "a", "count": 2}]},
+            "lanes=4 but lane_groups hold 2 lanes",
+        ),
+        (
+            {"max_dispatch_ms": 50, "lane_groups": [{"name": "a", "count": 2}]},
+            "max_dispatch_ms is set per lane group",
+        ),
+        ({"lane_groups": [{"name": "a", "count": 1}, {"name": "a", "count": 1}]}, "used twice"),
+    ],
+)
+def test_lane_groups_must_partition_the_classes(data: dict, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        SchedulerConfig.model_validate(data)

@@ -11,7 +11,9 @@ injects cancellations and lane failures, and checks after every poll:
 - fifo leads each dispatch with the oldest ready job, priority_slo with the
   best (class, deadline) ready job, so no batch job starts while a ready
   interactive one waits;
-- nothing ready is left waiting on an idle lane unless tokens are held.
+- nothing ready is left waiting on an idle lane of its group unless tokens are held;
+- with lane groups, a dispatch runs on a lane of its lead's class's group;
+- admission: a refused job (PredictedLate) is never queued and carries a drain >= 0.
 
 Readiness is recomputed here from the config (an oracle), not asked of the
 scheduler.
@@ -27,10 +29,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scheduling.config import SchedulerConfig
-from scheduling.errors import JobTooLarge
+from scheduling.errors import JobTooLarge, PredictedLate
 from scheduling.job import Dispatch, Job
-from scheduling.scheduler import Scheduler, max_samples_within
-from scheduling.tokens import token_cost
+from scheduling.scheduler import Scheduler
+from scheduling.tokens import max_samples_within, token_cost
 from tests.factories import SERVICE, TOKEN_BASES, make_config
 
 RANK = {"interactive": 0, "batch": 1}
@@ -39,8 +41,42 @@ ORDER_KEYS = {
     "priority_slo": lambda j: (RANK[j.job_class], j.deadline, j.arrival, j.id),
 }
 
+GROUPS = [
+    None,
+    [
+        {"name": "interactive", "count": 1, "classes": ["interactive"]},
+        {"name": "batch", "count": 2, "classes": ["batch"], "priority": "low"},
+    ],
+    [
+        {"name": "batch", "count": 1, "classes": ["batch"]},
+        {"name": "interactive", "count": 2, "classes": ["interactive"]},
+    ],
+]
+ADMISSION = [
+    None,  # make_config's default: everything off, or shed_late for every class
+    {"interactive": {"refuse_late": True, "shed_late": True, "margin_ms": 1.0}},
+    {
+        "interactive": {"refuse_late": True},
+        "batch": {"refuse_late": True, "shed_late": True},
+    },
+]
+
+
+def _config(lane_groups: list | None, lanes: int, **knobs: object) -> SchedulerConfig:
+    if lane_groups is not None:
+        return make_config(lane_groups=lane_groups, **knobs)  # type: ignore[arg-type]
+    return make_config(lanes=lanes, **knobs)  # type: ignore[arg-type]
+
+
+def sheds(config: SchedulerConfig) -> bool:
+    """Whether the config may shed or refuse jobs (orders and outcomes then differ)."""
+    return any(r.shed_late or r.refuse_late for r in config.admission.values())
+
+
 configs = st.builds(
-    make_config,
+    _config,
+    lane_groups=st.sampled_from(GROUPS),
+    admission=st.sampled_from(ADMISSION),
     policy=st.sampled_from(["fifo", "priority_slo", "batch_aware", "dynamic"]),
     lanes=st.integers(1, 4),
     capacity=st.sampled_from([200, 300, 600, 1000]),
@@ -154,6 +190,11 @@ class Checker:
     def submit(self, job: Job, now: float) -> None:
         try:
             self.sched.submit(job, now)
+        except PredictedLate as exc:
+            assert self.config.class_admission(job.job_class).refuse_late
+            assert exc.retry_after >= 0 and exc.predicted_finish > job.deadline - 0.0011
+            job.outcome = "rejected"
+            return
         except JobTooLarge:
             cost = token_cost(TOKEN_BASES[job.workload], 1, job.precision)
             assert cost > self.config.tokens.capacity
@@ -200,8 +241,14 @@ class Checker:
         for d in started:
             self.check_dispatch(d, now)
             lead = d.parts[0].job
-            if policy in ORDER_KEYS and not self.config.shed_late:
-                ready = [j for j in self.queued(left) if self.ready(j, now, left)]
+            group = self.sched.lane_group(d.lane)
+            assert lead.job_class in group.classes, "a dispatch on another class's lanes"
+            if policy in ORDER_KEYS and not sheds(self.config):
+                ready = [
+                    j
+                    for j in self.queued(left)
+                    if self.ready(j, now, left) and j.job_class in group.classes
+                ]
                 assert lead is min(ready, key=ORDER_KEYS[policy]), (policy, lead.id)
                 if policy == "priority_slo" and lead.job_class == "batch":
                     assert not [j for j in ready if j.job_class == "interactive"]
@@ -211,10 +258,15 @@ class Checker:
         cap = self.config.tokens.capacity
         assert self.sched.tokens_in_use == sum(x.tokens for x in self.running.values()) <= cap
         assert self.sched.busy_lanes == len(self.running) == self.sched.in_flight
-        if self.sched.busy_lanes < self.config.lanes:
-            after = {j.id: j.remaining for j in self.submitted if j.remaining and not j.done}
-            if any(self.ready(j, now, after) for j in self.queued(after)):
-                assert self.running, "a ready job waits on an idle lane with free tokens"
+        idle = {
+            c
+            for lane in range(self.config.lanes)
+            if lane not in self.lane_of
+            for c in self.sched.lane_group(lane).classes
+        }
+        after = {j.id: j.remaining for j in self.submitted if j.remaining and not j.done}
+        if any(j.job_class in idle and self.ready(j, now, after) for j in self.queued(after)):
+            assert self.running, "a ready job waits on an idle lane with free tokens"
 
     def check_dispatch(self, d: Dispatch, now: float) -> None:
         assert d.lane not in self.lane_of, f"lane {d.lane} runs two dispatches"
@@ -242,7 +294,7 @@ class Checker:
         assert not self.running and self.sched.pending == 0 and self.sched.tokens_in_use == 0
         for job in self.submitted:
             assert self.reported[job.id] == 1, f"job {job.id} never reported"
-        if self.rnd is None and not self.config.shed_late:
+        if self.rnd is None and not sheds(self.config):
             assert all(j.outcome == "ok" for j in self.submitted)
 
 
@@ -255,7 +307,7 @@ def test_invariants_with_cancellations_failures_and_shedding(config, rows, seed)
 @settings(max_examples=150, deadline=None)
 @given(config=configs, rows=job_rows, policy=st.sampled_from(["fifo", "priority_slo"]))
 def test_order_of_fifo_and_priority_slo(config, rows, policy) -> None:
-    config = config.model_copy(update={"policy": policy, "shed_late": False})
+    config = config.model_copy(update={"policy": policy, "admission": {}})
     Checker(config, build_jobs(rows), None).run()
 
 
@@ -263,7 +315,8 @@ def test_order_of_fifo_and_priority_slo(config, rows, policy) -> None:
 @given(config=configs, rows=job_rows)
 def test_fifo_without_micro_batching_dispatches_in_arrival_order(config, rows) -> None:
     off = config.microbatch.model_copy(update={"enabled": False})
-    config = config.model_copy(update={"policy": "fifo", "shed_late": False, "microbatch": off})
+    update = {"policy": "fifo", "admission": {}, "microbatch": off, "lane_groups": None}
+    config = config.model_copy(update={**update, "lanes": config.lanes})
     checker = Checker(config, build_jobs(rows), None)
     checker.run()
     assert checker.first_dispatch_order == [

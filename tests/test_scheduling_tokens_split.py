@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from scheduling.errors import JobTooLarge, UnknownWorkload
-from scheduling.scheduler import max_samples_within
-from scheduling.tokens import token_cost
+from scheduling.tokens import max_samples_within, token_cost
 from tests.factories import drive, make_job, make_scheduler
 
 ms = 1e-3

@@ -77,6 +77,13 @@ class Policy(Protocol):
         """`jobs` sorted best first (used to choose micro-batch companions)."""
         ...
 
+    def ahead(self, job: Job, now: float, view: QueueView) -> list[Job]:
+        """Queued jobs that would lead a dispatch before `job` (not yet queued), best first.
+
+        Admission uses it to add up the work in front of a new job.
+        """
+        ...
+
 
 class HeapPolicy:
     """A policy whose key is fixed at push time: O(log n) per job, lazy removal.
@@ -154,6 +161,13 @@ class HeapPolicy:
         """Sort by the static key."""
         return sorted(jobs, key=self.key)
 
+    def ahead(self, job: Job, now: float, view: QueueView) -> list[Job]:
+        """Live heap entries whose key is smaller than the job's, in key order."""
+        key = self.key(job)
+        before = [e for e in self._heap if e[-1].remaining and e[:-1] < key]
+        before.sort(key=lambda e: e[:-1])
+        return [e[-1] for e in before]
+
     def __len__(self) -> int:
         """Heap entries, stale ones included (an upper bound on queued jobs)."""
         return len(self._heap)
@@ -208,6 +222,12 @@ class ScanPolicy:
     def order(self, jobs: list[Job], now: float, view: QueueView) -> list[Job]:
         """Sort by rank at `now`."""
         return sorted(jobs, key=lambda job: self.rank(job, now, view))
+
+    def ahead(self, job: Job, now: float, view: QueueView) -> list[Job]:
+        """Queued jobs ranked before the job at `now`, best first."""
+        mine = self.rank(job, now, view)
+        ranked = [(self.rank(j, now, view), j) for j in self._jobs.values()]
+        return [j for r, j in sorted(ranked, key=lambda rj: rj[0]) if r < mine]
 
     def __len__(self) -> int:
         """Queued jobs."""

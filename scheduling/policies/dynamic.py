@@ -82,12 +82,11 @@ class DynamicPolicy(ScanPolicy):
             score -= self._w_tokens * view.dispatch_tokens(job, n) / view.token_capacity
         return score
 
-    @staticmethod
-    def _lost(job: Job, now: float, t: float, n: int, view: QueueView) -> bool:
+    def _lost(self, job: Job, now: float, t: float, n: int, view: QueueView) -> bool:
         """Whether even starting now the job cannot end by its deadline: its
-        remaining dispatches of n samples (t each) spread over every lane."""
+        remaining dispatches of n samples (t each) spread over every lane of its group."""
         dispatches = -(-job.remaining // n) if n else 1
-        rest = t * dispatches / view.lanes if dispatches > 1 else t
+        rest = t * dispatches / self.config.lanes if dispatches > 1 else t
         return now + rest > job.deadline
 
     def rank(self, job: Job, now: float, view: QueueView) -> tuple[float, float, int]:

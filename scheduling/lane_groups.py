@@ -1,0 +1,90 @@
+"""One lane group's share of the scheduling core: policy, service model, budget, caps.
+
+Each class is run by exactly one group (`SchedulerConfig.groups()`), so a job's
+group follows from its class. A group plans with its own service-time model
+(its lanes may run another thread count, hence other service times) and its own
+dispatch budget (`max_dispatch_ms`), which bound the caps learned here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from scheduling.config import LaneGroupConfig, SchedulerConfig
+from scheduling.errors import UnknownWorkload
+from scheduling.microbatch import GroupKey
+from scheduling.policies import Policy
+from scheduling.service_time import CachedServiceTime, ServiceTimeModel
+from scheduling.tokens import max_samples_within
+
+#: One service-time model for every lane group, or one per group name.
+ServiceModels = ServiceTimeModel | Mapping[str, ServiceTimeModel] | None
+
+
+class LaneGroup:
+    """A group's policy, (memoised) model, and per-model dispatch caps."""
+
+    def __init__(
+        self,
+        index: int,
+        config: LaneGroupConfig,
+        scheduler: SchedulerConfig,
+        token_bases: Mapping[str, int],
+        model: ServiceTimeModel | None,
+    ) -> None:
+        self.index = index
+        self.config = config
+        self.model = _cached(model)
+        self._bases = token_bases
+        self._capacity = scheduler.tokens.capacity
+        self._split = scheduler.max_dispatch_samples or scheduler.tokens.capacity
+        self._batch_cap = scheduler.batch_cap()
+        #: Per (workload, backend, precision): most samples in one dispatch, merged or alone.
+        self.batch_caps: dict[GroupKey, int] = {}
+        self.solo_caps: dict[GroupKey, int] = {}
+        #: Orders the group's queued jobs; set by the scheduler.
+        self.policy: Policy
+
+    def learn(self, key: GroupKey) -> int:
+        """(Re)compute the caps of `key` from tokens, sample caps and the budget; the solo cap."""
+        workload, _, precision = key
+        base = self._bases.get(workload)
+        if base is None:
+            raise UnknownWorkload(workload, sorted(self._bases))
+        fits = max_samples_within(base, precision, self._capacity)
+        if fits:
+            fits = min(fits, self._within_budget(key, max(self._split, self._batch_cap)))
+        self.solo_caps[key] = min(self._split, fits)
+        self.batch_caps[key] = min(self._batch_cap, fits)
+        return self.solo_caps[key]
+
+    def _within_budget(self, key: GroupKey, limit: int) -> int:
+        """Most samples (1..limit) planned to run within the budget; limit if none."""
+        budget_ms = self.config.max_dispatch_ms
+        if budget_ms is None or self.model is None:
+            return limit
+        budget = budget_ms / 1e3
+        plan = self.model.plan
+        lo, hi = 1, limit  # a single sample always runs, however slow: it cannot be split
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if plan(*key, mid) <= budget:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+
+
+def model_for(models: ServiceModels, group: str) -> ServiceTimeModel | None:
+    """The model of lane group `group`: the single model, or its entry in the mapping."""
+    if models is None or not isinstance(models, Mapping):
+        return models
+    if group not in models:
+        raise ValueError(f"no service-time model for lane group {group!r}; have {sorted(models)}")
+    return models[group]
+
+
+def _cached(model: ServiceTimeModel | None) -> CachedServiceTime | None:
+    if model is None or isinstance(model, CachedServiceTime):
+        return model
+    return CachedServiceTime(model)
