@@ -8,7 +8,8 @@ scraping a real gateway.
 
 The dashboard is built with grafana-foundation-sdk (Grafana's typed builders, pinned to
 the Grafana 11.6 schema), so a misspelt option is an AttributeError here, not a panel that
-silently ignores it. Series names and labels are those of server/metrics.py.
+silently ignores it. Series names and labels are those of server/metrics.py. The shared
+panel settings are in panel_kit.py, the Admission row's panels in admission_panels.py.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from pathlib import Path
 from grafana_foundation_sdk.builders import common as common_b
 from grafana_foundation_sdk.builders import dashboard as dash_b
 from grafana_foundation_sdk.builders import heatmap as heatmap_b
-from grafana_foundation_sdk.builders import prometheus as prom_b
 from grafana_foundation_sdk.builders import timeseries as ts_b
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import common as common_m
@@ -30,71 +30,38 @@ from grafana_foundation_sdk.models import heatmap as heatmap_m
 from grafana_foundation_sdk.models import prometheus as prom_m
 
 HERE = Path(__file__).resolve().parent
+# dashboards/ is a folder of scripts, not a package: put it on the path so that the sibling
+# modules import alike when this file runs as a script and when a test loads it by path.
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+from admission_panels import (  # noqa: E402
+    compute_saved,
+    forecast_accuracy,
+    goodput,
+    late_share,
+    rejections,
+    sheds,
+)
+from panel_kit import (  # noqa: E402
+    DATASOURCE,
+    RATE,
+    dashed_series,
+    dashed_thresholds,
+    query,
+    thresholds,
+    timeseries,
+)
+
 #: Where Grafana's file provider (provisioning/dashboards/mlws.yml) reads dashboards from.
 OUTPUT = HERE / "grafana" / "dashboards" / "mlws.json"
 
 DASHBOARD_UID = "mlws-gateway"
-#: The datasource uid of provisioning/datasources/prometheus.yml.
-DATASOURCE_UID = "mlws-prometheus"
-DATASOURCE = dash_m.DataSourceRef(type_val="prometheus", uid=DATASOURCE_UID)
 
 #: Latency SLO per class, seconds (the gateway's default_slo_ms).
 SLO_S: dict[str, float] = {"interactive": 0.1, "batch": 1.0}
 #: The attainment objective the alert rules use (dashboards/prometheus/rules.yml).
 OBJECTIVE = 0.99
-#: Grafana picks a rate window of at least four scrape intervals.
-RATE = "$__rate_interval"
-
-
-def query(expr: str, legend: str, ref_id: str) -> prom_b.Dataquery:
-    """A range query on the provisioned Prometheus."""
-    return (
-        prom_b.Dataquery()
-        .expr(expr)
-        .legend_format(legend)
-        .ref_id(ref_id)
-        .datasource(DATASOURCE)
-        .range()
-    )
-
-
-def thresholds(*steps: tuple[float | None, str]) -> dash_b.ThresholdsConfig:
-    """Absolute thresholds; the first step's value is None (the base colour)."""
-    return (
-        dash_b.ThresholdsConfig()
-        .mode(dash_m.ThresholdsMode.ABSOLUTE)
-        .steps([dash_m.Threshold(value=v, color=c) for v, c in steps])
-    )
-
-
-def timeseries(title: str, description: str, unit: str, width: int = 12) -> ts_b.Panel:
-    """A time-series panel with the common settings: datasource, unit, legend as a table."""
-    return (
-        ts_b.Panel()
-        .title(title)
-        .description(description)
-        .datasource(DATASOURCE)
-        .unit(unit)
-        .height(8)
-        .span(width)
-        .line_width(1)
-        .fill_opacity(10)
-        .legend(
-            common_b.VizLegendOptions()
-            .display_mode(common_m.LegendDisplayMode.TABLE)
-            .placement(common_m.LegendPlacement.BOTTOM)
-            .show_legend(True)
-            .calcs(["mean", "max", "lastNotNull"])
-        )
-        .tooltip(common_b.VizTooltipOptions().mode(common_m.TooltipDisplayMode.MULTI))
-    )
-
-
-def dashed_thresholds(panel: ts_b.Panel) -> ts_b.Panel:
-    """Draw the panel's thresholds as dashed lines."""
-    return panel.thresholds_style(
-        common_b.GraphThresholdsStyleConfig().mode(common_m.GraphThresholdsStyleMode.DASHED)
-    )
 
 
 # --- panels -------------------------------------------------------------------------------
@@ -104,8 +71,9 @@ def request_rate() -> ts_b.Panel:
     return (
         timeseries(
             "Request rate by class and outcome",
-            "Requests per second by final outcome: ok, rejected (429, queue full), shed, "
-            "error, cancelled (client gone), invalid (4xx before scheduling).",
+            "Requests per second by final outcome: ok, rejected (refused at admission; the "
+            "Admission row says why), shed, error, cancelled (client gone), invalid (4xx "
+            "before scheduling).",
             "reqps",
         )
         .stacking(common_b.StackingConfig().mode(common_m.StackingMode.NORMAL))
@@ -189,7 +157,7 @@ def wait_vs_service() -> ts_b.Panel:
 
 
 def queue_depth() -> ts_b.Panel:
-    return (
+    panel = (
         timeseries(
             "Queue depth by class",
             "Jobs waiting per class. Dashed: the queue limit recorded in rules.yml "
@@ -200,16 +168,8 @@ def queue_depth() -> ts_b.Panel:
         .min(0)
         .with_target(query("sum by (class) (mlws_queue_depth)", "{{class}}", "A"))
         .with_target(query("mlws:queue_limit", "{{class}} limit", "B"))
-        .override_by_query(
-            "B",
-            [
-                dash_m.DynamicConfigValue(
-                    id_val="custom.lineStyle", value={"fill": "dash", "dash": [10, 10]}
-                ),
-                dash_m.DynamicConfigValue(id_val="custom.fillOpacity", value=0),
-            ],
-        )
     )
+    return dashed_series(panel, "B")
 
 
 def tokens() -> ts_b.Panel:
@@ -310,29 +270,30 @@ def predictor_error() -> ts_b.Panel:
     return dashed_thresholds(
         timeseries(
             "Service-time predictor error",
-            "(predicted - observed) / observed for the latest dispatch of each model and "
-            "backend. Positive: the scheduler over-estimates service times (wasted "
-            "capacity); negative: it under-estimates them (dispatches overrun "
+            "(predicted - observed) / observed for the latest dispatch of each model, "
+            "backend and lane group. Positive: the scheduler over-estimates service times "
+            "(wasted capacity); negative: it under-estimates them (dispatches overrun "
             "max_dispatch_ms, interactive waits grow). Dashed: ±20 %.",
             "percentunit",
             width=12,
         ).thresholds(thresholds((None, "red"), (-0.2, "green"), (0.2, "red")))
-    ).with_target(query("mlws_predictor_error_ratio", "{{model}} {{backend}}", "A"))
+    ).with_target(query("mlws_predictor_error_ratio", "{{model}} {{backend}} {{lane_group}}", "A"))
 
 
 def predictor_residual() -> ts_b.Panel:
     return timeseries(
         "Online correction: observed / predicted",
         "Exponentially weighted ratio of observed to base-predicted service time per "
-        "batch-size bucket; predictions are multiplied by it. 1: the trained predictor (or "
-        "online fit) is right; a step means the lanes changed speed (drift, a noisy "
-        "neighbour, another thread count); a ratio far from 1 for long: retrain.",
+        "batch-size bucket and lane group; predictions are multiplied by it. 1: the "
+        "trained predictor (or online fit) is right; a step means the lanes changed speed "
+        "(drift, a noisy neighbour, another thread count); a ratio far from 1 for long: "
+        "retrain.",
         "none",
         width=12,
     ).with_target(
         query(
             "mlws_predictor_residual_ratio",
-            "{{model}} {{backend}} {{precision}} batch {{batch_bucket}}",
+            "{{model}} {{backend}} {{precision}} {{lane_group}} batch {{batch_bucket}}",
             "A",
         )
     )
@@ -347,8 +308,9 @@ def build() -> dash_m.Dashboard:
         dash_b.Dashboard("mlws gateway")
         .uid(DASHBOARD_UID)
         .description(
-            "SLO-aware inference gateway: traffic, latency against the 100 ms / 1 s SLOs, "
-            "queues, memory tokens, lanes, micro-batching and the service-time predictor."
+            "SLO-aware inference gateway: traffic, admission (rejections, sheds, goodput, "
+            "completion forecast), latency against the 100 ms / 1 s SLOs, queues, memory "
+            "tokens, lanes, micro-batching and the service-time predictor."
         )
         .tags(["mlws", "inference", "slo"])
         .editable()
@@ -359,6 +321,13 @@ def build() -> dash_m.Dashboard:
         .with_row(dash_b.Row("Traffic and SLO"))
         .with_panel(request_rate())
         .with_panel(slo_attainment())
+        .with_row(dash_b.Row("Admission"))
+        .with_panel(rejections())
+        .with_panel(goodput())
+        .with_panel(sheds())
+        .with_panel(compute_saved())
+        .with_panel(forecast_accuracy())
+        .with_panel(late_share())
         .with_row(dash_b.Row("Latency"))
         .with_panel(latency("interactive"))
         .with_panel(latency("batch"))

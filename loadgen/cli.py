@@ -1,7 +1,8 @@
-"""`mlws experiment` and `mlws compare`: argparse wiring and exit codes.
+"""`mlws experiment`, `mlws compare` and `mlws capacity`: argparse wiring and exit codes.
 
-The lead's `server/cli.py` adds these subcommands with `add_experiment_parser`
-and `add_compare_parser`; `run_experiment.py` reuses the experiment one. Each
+The lead's `server/cli.py` adds these subcommands with `add_experiment_parser`,
+`add_compare_parser` and `add_capacity_parser`; `run_experiment.py` reuses the
+experiment one. Each
 handler returns an exit code: 0 done, 2 bad config or arguments (one line per
 problem on stderr, no traceback), 1 the results could not be written.
 Heavy imports (numpy, matplotlib, the simulator) happen inside the handlers,
@@ -79,8 +80,17 @@ def _compare(args: argparse.Namespace) -> None:
     run_compare(config, policies, loads, args.out or default_out_dir(config))
 
 
+def _capacity(args: argparse.Namespace) -> None:
+    from loadgen.capacity import parse_request, run_capacity
+
+    # Options first: a bad --target should not wait for the config to load.
+    request = parse_request(args)
+    run_capacity(_load(args), request)
+
+
 experiment_command: Handler = _guarded(_experiment)
 compare_command: Handler = _guarded(_compare)
+capacity_command: Handler = _guarded(_capacity)
 
 
 def configure_experiment_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -134,4 +144,38 @@ def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=_seed, metavar="N", help="override the config's seed")
     parser.set_defaults(func=compare_command)
+    return parser
+
+
+def add_capacity_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """`capacity --config FILE [--target P] [--url URL] …`: highest rate per class at target."""
+    parser = subparsers.add_parser(
+        "capacity",
+        help="find each job class's highest arrival rate that still meets an SLO target",
+        description="Keep the config's traffic mix, vary its Poisson arrival rate (bracketing, "
+        "then bisection) and report per class the highest rate at which the fraction of its "
+        "jobs ending ok within their SLO is at least --target. Simulated by default; --url "
+        "probes a running gateway and simulates a twin beside it. Writes capacity.json, "
+        "probes.csv and capacity.png; the last stdout line is JSON.",
+    )
+    add = parser.add_argument
+    add("--config", required=True, metavar="FILE", help="experiment YAML: the traffic mix")
+    add("--target", default=0.99, metavar="P", help="attainment target in (0, 1) (default 0.99)")
+    add("--url", metavar="URL", help="probe this running gateway (live) instead of simulating")
+    add("--seeds", default=1, metavar="N", help="seeds per probe, pooled (default 1)")
+    add("--max-probes", default=14, metavar="N", help="new probes per class (default 14)")
+    add("--tolerance", default=0.02, metavar="R", help="relative bracket width (default 0.02)")
+    add("--min-load", default=0.02, metavar="X", help="lowest rate, x capacity (default 0.02)")
+    add("--max-load", default=4.0, metavar="X", help="highest rate, x capacity (default 4)")
+    add(
+        "--duration-s",
+        metavar="S",
+        help="simulated seconds per probe (default: the config's duration_s, longer where "
+        "needed for 2/(1-target) jobs of each class)",
+    )
+    add("--probe-s", default=10.0, metavar="S", help="live seconds per probe (default 10)")
+    add("--max-time", default=300.0, metavar="S", help="wall-clock cap, s (default 300)")
+    add("--seed", type=_seed, metavar="N", help="override the config's seed")
+    add("--out", metavar="DIR", help="output directory (default: results/capacity-<name>-<time>)")
+    parser.set_defaults(func=capacity_command)
     return parser

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Protocol
 
 from scheduling.service_time import ServiceTimeModel
 
@@ -89,16 +88,6 @@ class OnlineServiceTime:
         return len(self._lines)
 
 
-class LearnsOnline(Protocol):
-    """A service-time model that updates itself from observed dispatches."""
-
-    def predict(self, workload: str, backend: str, precision: str, samples: int) -> float: ...
-
-    def observe(
-        self, workload: str, backend: str, precision: str, samples: int, seconds: float
-    ) -> None: ...
-
-
 def bucket_of(samples: int) -> int:
     """Batch-size bucket: 0 for 1 sample, 1 for 2-3, 2 for 4-7, ... (powers of two).
 
@@ -117,7 +106,7 @@ def bucket_label(bucket: int) -> str:
 
 @dataclass
 class Residual:
-    """An exponentially weighted mean of ln(observed ÷ predicted), bias-corrected.
+    """An exponentially weighted mean and spread of ln(observed ÷ predicted), bias-corrected.
 
     Bias-corrected (sum of weights kept) so the first observation counts fully:
     a predictor off by 10× is corrected after one dispatch, not after a half-life.
@@ -125,16 +114,26 @@ class Residual:
 
     weight: float = 0.0
     total: float = 0.0
+    total_sq: float = 0.0
     count: int = 0
 
     def add(self, log_ratio: float, keep: float) -> None:
         self.weight = self.weight * keep + 1.0
         self.total = self.total * keep + log_ratio
+        self.total_sq = self.total_sq * keep + log_ratio * log_ratio
         self.count += 1
 
     @property
     def log_ratio(self) -> float:
         return self.total / self.weight if self.weight else 0.0
+
+    @property
+    def spread(self) -> float:
+        """Standard deviation of ln(observed ÷ predicted): how much runs vary."""
+        if not self.weight:
+            return 0.0
+        mean = self.total / self.weight
+        return math.sqrt(max(0.0, self.total_sq / self.weight - mean * mean))
 
     @property
     def ratio(self) -> float:
@@ -146,19 +145,26 @@ class Residual:
 BucketKey = tuple[str, str, str, int]
 
 
+#: z of the normal 0.95 quantile: the planning margin over observed run-to-run spread.
+PLAN_Z = 1.645
+
+
 class ResidualCorrection:
-    """A ServiceTimeModel: `answer`'s prediction × the residual of its bucket.
+    """A ServiceTimeModel: the base prediction × the residual of its bucket.
 
-    Residuals are measured against `reference` (the mean prediction); the
-    scheduler is answered from `answer` (e.g. a 0.95 quantile of the same
-    predictor, default: `reference`), so a quantile keeps its safety margin
-    after correction. A bucket never observed borrows the residual of the
-    nearest observed bucket of its group (ties: the smaller batch), so a shift
-    seen at batch 1 corrects batch 32 at once. If the base learns online too
-    (`OnlineServiceTime`), it is fed the same observations.
+    `predict` is the corrected mean: `reference` (the base's mean) × the bucket's
+    residual, measured against that same mean. `plan` is the planning estimate
+    admission and dispatch budgets use: `answer` (e.g. a trained 0.95 quantile)
+    × the residual, so a quantile keeps its safety margin after correction; or,
+    with no trained quantile, the corrected mean × exp(PLAN_Z × the residual's
+    observed spread), an online 0.95 quantile of how runs vary on these lanes.
 
-    Predictions are made non-decreasing across bucket boundaries: the
-    scheduler binary-searches them for the largest dispatch within a budget.
+    A bucket never observed borrows the residual of the nearest observed bucket
+    of its group (ties: the smaller batch), so a shift seen at batch 1 corrects
+    batch 32 at once. If the base learns online too (`OnlineServiceTime`), it is
+    fed the same observations. Predictions are made non-decreasing across bucket
+    boundaries: the scheduler binary-searches them for the largest dispatch
+    within a budget.
     """
 
     def __init__(
@@ -172,7 +178,8 @@ class ResidualCorrection:
         #: Weight an observation keeps per later observation of its bucket.
         self.keep = 0.5 ** (1.0 / half_life)
         self.reference = reference
-        self.answer = answer if answer is not None else reference
+        #: A trained quantile model to plan with (None: plan from the observed spread).
+        self.answer = answer
         self._residuals: dict[BucketKey, Residual] = {}
         self._buckets: dict[Group, list[int]] = {}  # observed buckets per group, sorted
 
@@ -181,13 +188,22 @@ class ResidualCorrection:
     ) -> float | None:
         """Learn from one dispatch; returns the relative error (corrected mean
         prediction − observed) ÷ observed it had before this update, or None
-        when either side is not positive (nothing to learn from)."""
+        when either side is not positive (nothing to learn from).
+
+        A base that learns online is updated first and the residual measured
+        against its updated fit: measured against a fit still learning its first
+        points (a line through one batch size extrapolated to 32), the residual
+        would keep that cold-start error, and the planning spread with it."""
         group = (workload, backend, precision)
-        base = self.reference.predict(*group, samples)
+        bucket = bucket_of(samples)
+        before = self.reference.predict(*group, samples)
         error = None
+        if before > 0 and seconds > 0:
+            error = (before * self._factor(group, bucket) - seconds) / seconds
+        if isinstance(self.reference, OnlineServiceTime):
+            self.reference.observe(*group, samples, seconds)
+        base = self.reference.predict(*group, samples)
         if base > 0 and seconds > 0:
-            bucket = bucket_of(samples)
-            error = (base * self._factor(group, bucket) - seconds) / seconds
             key = (*group, bucket)
             residual = self._residuals.get(key)
             if residual is None:
@@ -195,18 +211,29 @@ class ResidualCorrection:
                 self._buckets.setdefault(group, []).append(bucket)
                 self._buckets[group].sort()
             residual.add(math.log(seconds / base), self.keep)
-        if isinstance(self.reference, OnlineServiceTime):
-            self.reference.observe(*group, samples, seconds)
         return error
 
     def predict(self, workload: str, backend: str, precision: str, samples: int) -> float:
-        """The corrected prediction in seconds."""
-        group = (workload, backend, precision)
+        """The corrected mean in seconds."""
+        return self._corrected((workload, backend, precision), samples, plan=False)
+
+    def plan(self, workload: str, backend: str, precision: str, samples: int) -> float:
+        """The corrected planning estimate (a 0.95 quantile) in seconds."""
+        return self._corrected((workload, backend, precision), samples, plan=True)
+
+    def _corrected(self, group: Group, samples: int, *, plan: bool) -> float:
         bucket = bucket_of(samples)
-        value = self.answer.predict(*group, samples) * self._factor(group, bucket)
+        residual = self._residual(group, bucket)
+        factor = residual.ratio if residual is not None else 1.0
+        if plan and self.answer is not None:
+            value = self.answer.predict(*group, samples) * factor
+        else:
+            value = self.reference.predict(*group, samples) * factor
+            if plan and residual is not None:
+                value *= math.exp(PLAN_Z * residual.spread)
         if bucket and group in self._buckets:
             # Never below the largest batch of the bucket beneath (monotone curve).
-            value = max(value, self.predict(*group, (1 << bucket) - 1))
+            value = max(value, self._corrected(group, (1 << bucket) - 1, plan=plan))
         return value
 
     def residual(
@@ -220,11 +247,16 @@ class ResidualCorrection:
         return dict(self._residuals)
 
     def _factor(self, group: Group, bucket: int) -> float:
+        residual = self._residual(group, bucket)
+        return residual.ratio if residual is not None else 1.0
+
+    def _residual(self, group: Group, bucket: int) -> Residual | None:
+        """The bucket's residual, or the nearest observed bucket's; None if none."""
         residual = self._residuals.get((*group, bucket))
         if residual is None:
             observed = self._buckets.get(group)
             if not observed:
-                return 1.0
+                return None
             nearest = min(observed, key=lambda b: (abs(b - bucket), b))
             residual = self._residuals[(*group, nearest)]
-        return residual.ratio
+        return residual

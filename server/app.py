@@ -36,7 +36,7 @@ from server.lanes import LaneBatch, LanePool, build_pool, dispatch_cap, export_m
 from server.metrics import GatewayMetrics
 from server.schemas import ErrorBody, InferRequest, InferResponse
 from server.service_log import ServiceKey, profile_csv, profile_rows
-from server.service_times import describe, load_service_model
+from server.service_times import describe, load_service_models
 from server.stats import SlidingWindowStats
 from workloads.specs import WorkloadSpec
 
@@ -118,10 +118,13 @@ def build_gateway(config: GatewayConfig) -> Gateway:
     for name in specs:
         metrics.register_model(name)
     stats = SlidingWindowStats(config.stats_window_s)
-    service = load_service_model(config)
+    service = load_service_models(config)
     scheduler = Scheduler(config.scheduler, {n: s.token_base for n, s in specs.items()}, service)
     pool = build_pool(config, specs)
-    dispatcher = Dispatcher(scheduler, pool, metrics, stats, service_model=service)
+    threads = [lane.spec.threads for lane in pool.lanes]
+    dispatcher = Dispatcher(
+        scheduler, pool, metrics, stats, service_models=service, lane_threads=threads
+    )
     return Gateway(config, specs, scheduler, pool, dispatcher, metrics, stats)
 
 
@@ -150,24 +153,31 @@ CALIBRATION_RUNS = 3
 
 
 async def _calibrate(gw: Gateway) -> None:
-    """Seed the service-time model with timed runs at batch 1 and the largest dispatch.
+    """Seed each lane group's service-time model with timed runs at batch 1 and the
+    largest dispatch, on the group's first lane.
 
-    Without it the scheduler knows no service times until traffic arrives, and
-    the first long batch dispatches would ignore max_dispatch_ms.
+    Without it the scheduler knows no service times until traffic arrives: the
+    first long batch dispatches would ignore max_dispatch_ms and admission would
+    admit everything.
     """
     dispatcher = gw.dispatcher
-    for model in gw.config.models:
-        spec = gw.specs[model.name]
-        for backend in model.backends:
-            for precision in model.precisions:
-                cap = dispatch_cap(gw.config.scheduler, spec.token_base, precision)
-                key = (model.name, backend, precision)
-                for n in sorted({1, cap}):
-                    for _ in range(CALIBRATION_RUNS):
-                        result = await gw.pool.run(0, LaneBatch(-1, key, [(None, 0, n)]))
-                        dispatcher.learn(key, n, result.service_s)
-                        # Before admission nothing else runs: a contention-free row.
-                        dispatcher.service_log.record(ServiceKey(*key, n, 0), result.service_s)
+    first = 0
+    for group in gw.config.scheduler.groups():
+        lane, first = first, first + group.count
+        threads = gw.pool.lanes[lane].spec.threads
+        for model in gw.config.models:
+            spec = gw.specs[model.name]
+            for backend in model.backends:
+                for precision in model.precisions:
+                    cap = dispatch_cap(gw.config.scheduler, spec.token_base, precision)
+                    key = (model.name, backend, precision)
+                    for n in sorted({1, cap}):
+                        for _ in range(CALIBRATION_RUNS):
+                            result = await gw.pool.run(lane, LaneBatch(-1, key, [(None, 0, n)]))
+                            dispatcher.learn(group.name, key, n, result.service_s)
+                            # Before admission nothing else runs: a contention-free row.
+                            row = ServiceKey(*key, n, threads, 0)
+                            dispatcher.service_log.record(row, result.service_s)
 
 
 def create_app(config: GatewayConfig | None = None) -> FastAPI:
@@ -255,12 +265,10 @@ def _add_routes(app: FastAPI) -> None:
 
     @app.get("/v1/lanes", tags=["operations"])
     async def lanes(request: Request) -> dict[str, Any]:
-        """Per lane: kind, worker pid, ready, busy, restarts."""
+        """Per lane: its group, threads and OS priority, kind, worker pid, ready, busy,
+        restarts."""
         gw: Gateway = request.app.state.gateway
-        rows = gw.pool.describe()
-        for row in rows:
-            row["threads"] = gw.config.lanes.threads()
-        return {"lanes": rows, "ready": gw.pool.ready}
+        return {"lanes": gw.pool.describe(), "ready": gw.pool.ready}
 
     @app.get("/metrics", tags=["operations"])
     async def metrics(request: Request) -> Response:
@@ -274,7 +282,7 @@ def _add_routes(app: FastAPI) -> None:
         batch-size bucket), the online residual observed ÷ predicted and the
         base and corrected predictions it gives."""
         gw: Gateway = request.app.state.gateway
-        return describe(gw.dispatcher.service_model, gw.config)
+        return describe(gw.dispatcher.service_models, gw.config)
 
     @app.get(
         "/v1/profile",
@@ -330,7 +338,6 @@ def _live_profile_csv(gw: Gateway, times: dict[ServiceKey, list[float]], min_rep
 
     rows = profile_rows(
         times,
-        threads=gw.config.lanes.threads(),
         device_of=device_of,
         specs=gw.specs,
         min_repeats=min_repeats,

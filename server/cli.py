@@ -190,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _plugin_parsers() -> list[Callable[[argparse._SubParsersAction], None]]:
-    from loadgen.cli import add_compare_parser, add_experiment_parser
+    from loadgen.cli import add_capacity_parser, add_compare_parser, add_experiment_parser
     from loadgen.locust_report import add_locust_report_parser
     from predictor.cli import add_predictor_parser
     from server.serve import add_serve_parser
@@ -198,6 +198,7 @@ def _plugin_parsers() -> list[Callable[[argparse._SubParsersAction], None]]:
     return [
         add_experiment_parser,
         add_compare_parser,
+        add_capacity_parser,
         add_serve_parser,
         add_predictor_parser,
         add_locust_report_parser,

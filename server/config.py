@@ -19,7 +19,7 @@ from pydantic import (
     model_validator,
 )
 
-from scheduling.config import SchedulerConfig
+from scheduling.config import LaneGroupConfig, SchedulerConfig
 from scheduling.config_errors import ConfigError, KeyedError, parse_yaml, validate
 from scheduling.job import DEFAULT_SLO_S, JobClass
 from workloads.specs import RESNET18, RESNET50, TINY, VIT_B_16
@@ -29,9 +29,14 @@ _FROZEN = ConfigDict(extra="forbid", frozen=True)
 BUILTIN_MODELS: tuple[str, ...] = (RESNET18.name, RESNET50.name, VIT_B_16.name, TINY.name)
 #: Per-class queue bounds the gateway applies unless the config sets its own.
 DEFAULT_QUEUE_LIMIT: dict[str, int] = {"interactive": 64, "batch": 256}
-#: Service-time budget of one dispatch: half the interactive SLO, so an interactive
-#: job waits at most one such dispatch and still has half its budget to run.
+#: Service-time budget of one dispatch on lanes shared by every class: half the
+#: interactive SLO, so an interactive job waits at most one such dispatch and still
+#: has half its budget to run.
 DEFAULT_MAX_DISPATCH_MS = 50.0
+#: Budget of a dispatch on low-priority batch lanes: interactive work never waits for
+#: them (it preempts them), so this only bounds how long a batch job waits for another
+#: batch job's dispatch (a quarter of the batch SLO), and lets a batch job fan out.
+DEFAULT_BATCH_DISPATCH_MS = 250.0
 BackendName = Literal["onnx", "pytorch"]
 PrecisionName = Literal["fp32", "fp16"]
 
@@ -97,29 +102,73 @@ class ModelConfig(BaseModel):
         return self.precisions[0]
 
 
+def default_lane_groups(cores: int) -> list[dict[str, Any]]:
+    """The default layout for a machine with `cores` CPUs: priority lanes.
+
+    Interactive lanes at normal OS priority, their threads adding up to the
+    cores (2 cores: one lane of 2 threads), and one single-thread batch lane per
+    core at low priority (SCHED_IDLE). Batch work fills every core the
+    interactive lanes leave idle and yields it the moment an interactive request
+    (or the event loop answering one) needs it: on CPU this is what preemption
+    looks like, so an interactive job never waits behind a batch dispatch.
+    """
+    interactive = max(1, cores // 4)
+    return [
+        {
+            "name": "interactive",
+            "count": interactive,
+            "classes": ["interactive"],
+            "threads": max(1, cores // interactive),
+            "priority": "normal",
+            "max_dispatch_ms": DEFAULT_MAX_DISPATCH_MS,
+        },
+        {
+            "name": "batch",
+            "count": max(1, cores),
+            "classes": ["batch"],
+            "threads": 1,
+            "priority": "low",
+            "max_dispatch_ms": DEFAULT_BATCH_DISPATCH_MS,
+        },
+    ]
+
+
 class LaneConfig(BaseModel):
     """The workers that run dispatches: how many, of which kind, with how many threads."""
 
     model_config = _FROZEN
 
-    count: int = Field(2, ge=1, le=64, description="Number of lanes (concurrent workers).")
+    count: int = Field(
+        2,
+        ge=1,
+        le=1024,
+        description="Number of lanes. Given without scheduler.lane_groups: that many lanes "
+        "share every class (threads_per_lane each). Left out: the default priority layout "
+        "(see scheduler.lane_groups), whose total it then is.",
+    )
     kind: Literal["thread", "process"] = Field(
         "thread",
         description="thread: a single-thread executor per lane in the server process; "
         "process: a spawned worker process per lane, tensors via shared memory.",
     )
     threads_per_lane: int | None = Field(
-        None, ge=1, le=256, description="Intra-op threads per lane; None: cores ÷ count, ≥ 1."
+        None,
+        ge=1,
+        le=256,
+        description="Intra-op threads per lane of a group that sets none; None: cores ÷ the "
+        "group's lane count, ≥ 1.",
     )
     start_timeout_s: float = Field(
         300.0, gt=0, description="Longest a worker may take to load and warm its models."
     )
 
-    def threads(self) -> int:
-        """Intra-op threads each lane's runners use."""
+    def threads(self, group: LaneGroupConfig) -> int:
+        """Intra-op threads each lane of `group` runs with."""
+        if group.threads is not None:
+            return group.threads
         if self.threads_per_lane is not None:
             return self.threads_per_lane
-        return max(1, (os.cpu_count() or 1) // self.count)
+        return max(1, (os.cpu_count() or 1) // group.count)
 
 
 class PredictorConfig(BaseModel):
@@ -160,8 +209,9 @@ def _default_models() -> tuple[ModelConfig, ...]:
 
 
 def _default_scheduler() -> SchedulerConfig:
-    return SchedulerConfig(
-        queue_limit=dict(DEFAULT_QUEUE_LIMIT), max_dispatch_ms=DEFAULT_MAX_DISPATCH_MS
+    groups = default_lane_groups(os.cpu_count() or 1)
+    return SchedulerConfig.model_validate(
+        {"queue_limit": dict(DEFAULT_QUEUE_LIMIT), "lane_groups": groups}
     )
 
 
@@ -178,9 +228,11 @@ class GatewayConfig(BaseModel):
     lanes: LaneConfig = Field(default_factory=LaneConfig, description="Worker lanes.")
     scheduler: SchedulerConfig = Field(
         default_factory=_default_scheduler,
-        description="The scheduling core; scheduler.lanes follows lanes.count, "
-        "queue_limit defaults to interactive 64, batch 256, and max_dispatch_ms to 50 "
-        "(service times are learned from calibration runs and every dispatch).",
+        description="The scheduling core. Lanes: scheduler.lane_groups if given; else, with "
+        "lanes.count, that many lanes shared by every class (max_dispatch_ms 50); else the "
+        "default priority layout (interactive lanes at normal priority, one low-priority "
+        "batch lane per core). queue_limit defaults to interactive 64, batch 256 (service "
+        "times are learned from calibration runs and every dispatch).",
     )
     predictor: PredictorConfig = Field(
         default_factory=PredictorConfig,
@@ -218,25 +270,41 @@ class GatewayConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _scheduler_follows_lanes(cls, data: Any) -> Any:
-        # scheduler.lanes and lanes.count describe one thing: fill the first from the
-        # second, and give the queue its gateway bounds unless the user set them.
+        # The lane layout is one thing described in two places: fill the scheduler's
+        # side from lanes.count (shared lanes) or the default priority layout, and
+        # lanes.count from the lane groups; give the queue its gateway bounds.
         if not isinstance(data, dict) or not isinstance(data.get("scheduler", {}), dict):
             return data
         lanes = data.get("lanes", {})
-        count = lanes.get("count", 2) if isinstance(lanes, dict) else getattr(lanes, "count", 2)
+        lanes = dict(lanes) if isinstance(lanes, dict) else lanes
         scheduler = dict(data.get("scheduler") or {})
-        scheduler.setdefault("lanes", count)
+        groups = scheduler.get("lane_groups")
+        shared = not isinstance(lanes, dict) or "count" in lanes or "lanes" in scheduler
+        if groups is None and shared:
+            count = lanes.get("count", 2) if isinstance(lanes, dict) else lanes.count
+            scheduler.setdefault("lanes", count)
+            scheduler.setdefault("max_dispatch_ms", DEFAULT_MAX_DISPATCH_MS)
+        else:
+            if groups is None:
+                groups = scheduler["lane_groups"] = default_lane_groups(os.cpu_count() or 1)
+            counts = [g.get("count") if isinstance(g, dict) else None for g in groups or ()]
+            if isinstance(lanes, dict) and all(isinstance(c, int) for c in counts):
+                lanes.setdefault("count", sum(counts))  # type: ignore[arg-type]
         scheduler.setdefault("queue_limit", dict(DEFAULT_QUEUE_LIMIT))
-        scheduler.setdefault("max_dispatch_ms", DEFAULT_MAX_DISPATCH_MS)
-        return {**data, "scheduler": scheduler}
+        return {**data, "lanes": lanes, "scheduler": scheduler}
 
     @model_validator(mode="after")
     def _cross_checks(self) -> GatewayConfig:
         if self.scheduler.lanes != self.lanes.count:
+            where = (
+                f"the lane groups hold {self.scheduler.lanes} lanes"
+                if self.scheduler.lane_groups
+                else f"scheduler.lanes={self.scheduler.lanes}"
+            )
             raise KeyedError(
-                "scheduler.lanes",
-                f"scheduler.lanes={self.scheduler.lanes} differs from lanes.count="
-                f"{self.lanes.count}; set only lanes.count",
+                "lanes.count",
+                f"lanes.count={self.lanes.count} but {where}; set only lanes.count "
+                "(lanes shared by every class) or only scheduler.lane_groups",
             )
         names = [m.name for m in self.models]
         if len(set(names)) != len(names):

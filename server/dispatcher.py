@@ -23,12 +23,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from predictor.online import ResidualCorrection, bucket_label, bucket_of
+from scheduling.errors import JobTooLarge, PredictedLate, QueueFull
 from scheduling.job import JOB_CLASSES, Dispatch, Job, Part
 from scheduling.scheduler import Scheduler
 from server.errors import Unavailable
@@ -38,6 +39,13 @@ from server.service_log import ServiceKey, ServiceLog
 from server.stats import SlidingWindowStats
 
 log = logging.getLogger("mlws.dispatcher")
+
+#: Admission errors of the core → the reason label of mlws_rejections_total.
+REJECTION_REASON: dict[type[Exception], str] = {
+    PredictedLate: "predicted_late",
+    QueueFull: "queue_full",
+    JobTooLarge: "too_large",
+}
 
 
 @dataclass
@@ -82,12 +90,16 @@ class Dispatcher:
         pool: LanePool,
         metrics: GatewayMetrics,
         stats: SlidingWindowStats,
-        service_model: ResidualCorrection,
+        service_models: dict[str, ResidualCorrection],
         clock: Callable[[], float] = time.monotonic,
+        lane_threads: Sequence[int] | None = None,
     ) -> None:
         self.scheduler = scheduler
-        #: Learns from every completed dispatch; the scheduler's budget caps follow it.
-        self.service_model = service_model
+        #: Per lane group: learns from every completed dispatch of the group's lanes;
+        #: the scheduler's forecasts and budget caps follow it.
+        self.service_models = service_models
+        #: Intra-op threads of each lane: the threads column of GET /v1/profile's rows.
+        self.lane_threads = list(lane_threads or [1] * scheduler.lanes)
         #: Every successful dispatch's service time: GET /v1/profile's training rows.
         self.service_log = ServiceLog()
         self.pool = pool
@@ -123,9 +135,11 @@ class Dispatcher:
         """Admit `job`; the future resolves with its JobResult when the job ends.
 
         Raises Unavailable while draining, and whatever the core raises at admission
-        (QueueFull, JobTooLarge, UnknownWorkload) after recording the rejection.
+        (PredictedLate, QueueFull, JobTooLarge, UnknownWorkload) after recording the
+        rejection and its reason.
         """
         if self._draining:
+            self.metrics.count_rejection(job.workload, job.job_class, "unavailable")
             raise Unavailable("server is shutting down; not accepting new requests")
         now = self.clock()
         future: asyncio.Future[JobResult] = asyncio.get_running_loop().create_future()
@@ -134,9 +148,12 @@ class Dispatcher:
         except Exception as exc:
             job.outcome, job.end, job.error = "rejected", now, str(exc)
             self._record(job, now)
+            reason = REJECTION_REASON.get(type(exc))
+            if reason is not None:
+                self.metrics.count_rejection(job.workload, job.job_class, reason)
             raise
         self._waiters[job.id] = _Waiter(job, future)
-        self._flush_shed(now)  # with shed_late, a hopeless job is shed at once
+        self._flush_shed(now)  # a class that sheds late work: a hopeless job is shed at once
         self._wake.set()
         self._publish()
         return future
@@ -241,8 +258,10 @@ class Dispatcher:
         else:
             now = self.clock()
             group = (dispatch.workload, dispatch.backend, dispatch.precision)
-            self.learn(group, dispatch.samples, result.service_s)
-            key = ServiceKey(*group, dispatch.samples, busy_lanes)
+            lanes = self.scheduler.lane_group(dispatch.lane)
+            self.learn(lanes.name, group, dispatch.samples, result.service_s)
+            threads = self.lane_threads[dispatch.lane]
+            key = ServiceKey(*group, dispatch.samples, threads, busy_lanes)
             self.service_log.record(key, result.service_s)
             done = self.scheduler.complete(dispatch, now)
             for part, rows in zip(dispatch.parts, result.outputs, strict=True):
@@ -257,18 +276,20 @@ class Dispatcher:
             self._publish()
 
     # ----------------------------------------------------------- helpers
-    def learn(self, group: tuple[str, str, str], samples: int, service_s: float) -> None:
-        """One timed run of `samples` samples of `group`: correct the service-time
-        model, export its error and residual, and let the scheduler replan."""
-        model = self.service_model
+    def learn(
+        self, lanes: str, group: tuple[str, str, str], samples: int, service_s: float
+    ) -> None:
+        """One timed run of `samples` samples of `group` on a lane of lane group `lanes`:
+        correct that group's model, export its error and residual, let the scheduler replan."""
+        model = self.service_models[lanes]
         error = model.observe(*group, samples, service_s)
         residual = model.residual(*group, samples)
         if error is not None and residual is not None:
             # Error of the (mean) prediction as it stood before this observation.
             workload, backend, precision = group
-            self.metrics.set_prediction_error(workload, backend, error)
+            self.metrics.set_prediction_error(workload, backend, lanes, error)
             label = bucket_label(bucket_of(samples))
-            self.metrics.set_residual(workload, backend, precision, label, residual.ratio)
+            self.metrics.set_residual(workload, backend, precision, label, lanes, residual.ratio)
         self.scheduler.refresh_predictions()
 
     def _finish(self, job: Job, now: float, aborted: str | None = None) -> None:

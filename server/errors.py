@@ -14,6 +14,7 @@ routes FastAPI's exception handling through it. Nothing else chooses a status.
 | body or samples over the limit          | 413    | too_large       |
 | JobTooLarge (never fits the tokens)     | 413    | too_large       |
 | unsupported Content-Type                | 415    | invalid_input   |
+| PredictedLate (forecast past deadline)  | 429    | predicted_late  |
 | QueueFull                               | 429    | queue_full      |
 | shed (cannot meet its deadline)         | 503    | shed            |
 | worker died / lane failed               | 503    | worker_failed   |
@@ -24,6 +25,7 @@ routes FastAPI's exception handling through it. Nothing else chooses a status.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -33,11 +35,11 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from backends.base import ChoiceError
-from scheduling.errors import JobTooLarge, QueueFull, UnknownWorkload
+from scheduling.errors import JobTooLarge, PredictedLate, QueueFull, UnknownWorkload
 from scheduling.job import Job
 from server.codecs import InputError, TooLargeError
 from server.lanes import LaneError
-from server.schemas import ErrorBody, error_body_from_validation
+from server.schemas import AdmissionForecast, ErrorBody, error_body_from_validation
 
 log = logging.getLogger("mlws.server")
 
@@ -116,12 +118,24 @@ def outcome_error(job: Job, aborted: str | None = None) -> GatewayError:
 
 
 def error_response(exc: BaseException, retry_after_s: int = 1) -> JSONResponse:
-    """The one mapping from an exception to the HTTP answer the client gets."""
+    """The one mapping from an exception to the HTTP answer the client gets.
+
+    Retry-After is `retry_after_s`, except for a refusal by predicted completion,
+    whose Retry-After is the core's predicted drain rounded up to whole seconds
+    (HTTP allows no fraction; the body has it in ms).
+    """
     status, body, retry = _classify(exc)
-    headers = {"Retry-After": str(retry_after_s)} if retry else None
+    headers = None
+    if retry:
+        seconds = retry_after_s
+        if isinstance(exc, PredictedLate):
+            seconds = max(1, math.ceil(exc.retry_after))
+        headers = {"Retry-After": str(seconds)}
     if status >= 500 and not isinstance(exc, GatewayError):
         log.error("internal error: %s", exc, exc_info=exc)
-    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+    # `admission` appears only on predicted_late refusals; `field` is always there.
+    content = body.model_dump(exclude={"admission"} if body.admission is None else None)
+    return JSONResponse(content, status_code=status, headers=headers)
 
 
 def _classify(exc: BaseException) -> tuple[int, ErrorBody, bool]:
@@ -133,6 +147,8 @@ def _classify(exc: BaseException) -> tuple[int, ErrorBody, bool]:
         return 413, ErrorBody(error="too_large", detail=str(exc), field=exc.field), False
     if isinstance(exc, InputError):
         return 422, ErrorBody(error="invalid_input", detail=str(exc), field=exc.field), False
+    if isinstance(exc, PredictedLate):
+        return 429, _predicted_late_body(exc), True
     if isinstance(exc, QueueFull):
         return 429, ErrorBody(error="queue_full", detail=str(exc), field="class"), True
     if isinstance(exc, JobTooLarge):
@@ -150,6 +166,16 @@ def _classify(exc: BaseException) -> tuple[int, ErrorBody, bool]:
         return exc.status_code, ErrorBody(error=code, detail=str(exc.detail)), False
     detail = f"internal error: {type(exc).__name__}: {exc}".splitlines()[0]
     return 500, ErrorBody(error="internal_error", detail=detail), False
+
+
+def _predicted_late_body(exc: PredictedLate) -> ErrorBody:
+    arrival = exc.deadline - exc.slo
+    forecast = AdmissionForecast(  # ms after arrival, as the client measures
+        predicted_finish_ms=(exc.predicted_finish - arrival) * 1e3,
+        deadline_ms=exc.slo * 1e3,
+        retry_after_ms=exc.retry_after * 1e3,
+    )
+    return ErrorBody(error="predicted_late", detail=str(exc), admission=forecast)
 
 
 def _validation(errors: Any) -> tuple[int, ErrorBody, bool]:
@@ -172,6 +198,7 @@ def install_error_handlers(app: FastAPI, retry_after_s: int = 1) -> None:
     for exc_type in (
         GatewayError,
         InputError,
+        PredictedLate,
         QueueFull,
         JobTooLarge,
         UnknownWorkload,

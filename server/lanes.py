@@ -80,6 +80,9 @@ class WorkerSpec:
     device: str = "auto"
     seed: int = 0
     onnx_dir: str = "models/onnx"
+    #: The lane group's name and OS priority ("normal", or "low": yields the CPU).
+    group: str = "default"
+    priority: str = "normal"
 
     def max_bytes(self, shape_of: str) -> int:
         """Bytes of the largest float32 input ("input") or output ("output") batch."""
@@ -117,6 +120,7 @@ class Lane(Protocol):
 
     index: int
     kind: str
+    spec: WorkerSpec
     ready: bool
     busy: bool
     restarts: int
@@ -151,10 +155,17 @@ class RunnerSet:
         self._synthetic: dict[str, np.ndarray] = {}
 
     def load_all(self) -> None:
-        """Load every runner and warm it at batch 1 and at its largest dispatch."""
+        """Take the lane's OS priority, then load every runner and warm it at batch 1
+        and at its largest dispatch.
+
+        Runs on the thread that will run every dispatch of the lane (or the worker
+        process's main thread), before any runner exists: threads a runtime starts
+        for its intra-op pool inherit the priority.
+        """
         from backends.registry import load_runner
         from workloads.registry import get_workload, register_onnx_file
 
+        apply_priority(self.spec.priority, self.spec.lane)
         for r in self.spec.runners:
             if r.onnx_file is not None:
                 register_onnx_file(r.onnx_file, r.workload)
@@ -232,6 +243,27 @@ class RunnerSet:
 
     def _spec_of(self, workload: str) -> RunnerSpec:
         return next(r for r in self.spec.runners if r.workload == workload)
+
+
+def apply_priority(priority: str, lane: int) -> None:
+    """Give the calling thread the lane's OS scheduling priority.
+
+    "low": SCHED_IDLE on Linux (nice 19 elsewhere): the thread runs only on CPU
+    time no normal-priority thread wants, and is preempted at once when one
+    wakes up (an interactive lane, the event loop). An unprivileged thread may
+    always lower its own priority, never raise it back, so lanes keep theirs.
+    """
+    if priority != "low":
+        return
+    import os
+
+    try:
+        if hasattr(os, "SCHED_IDLE"):
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # 0: this thread
+        else:
+            os.nice(19)
+    except OSError as exc:
+        log.warning("lane %d: cannot lower its priority (%s); it competes as normal", lane, exc)
 
 
 def write_rows(
@@ -315,6 +347,9 @@ class LanePool:
         return [
             {
                 "lane": lane.index,
+                "group": lane.spec.group,
+                "threads": lane.spec.threads,
+                "priority": lane.spec.priority,
                 "kind": lane.kind,
                 "pid": lane.pid,
                 "ready": lane.ready,
@@ -370,19 +405,31 @@ def export_models(config: GatewayConfig) -> None:
             fp16_copy(path)
 
 
+def worker_specs(config: GatewayConfig, specs: dict[str, WorkloadSpec]) -> list[WorkerSpec]:
+    """One WorkerSpec per lane, lane groups in order (the core numbers lanes so too)."""
+    runners = runner_specs(config, specs)
+    out = []
+    for group in config.scheduler.groups():
+        for _ in range(group.count):
+            out.append(
+                WorkerSpec(
+                    lane=len(out),
+                    runners=runners,
+                    threads=config.lanes.threads(group),
+                    device=config.device,
+                    seed=config.seed,
+                    onnx_dir=config.onnx_dir,
+                    group=group.name,
+                    priority=group.priority,
+                )
+            )
+    return out
+
+
 def build_pool(config: GatewayConfig, specs: dict[str, WorkloadSpec]) -> LanePool:
     """The configured lanes (not started)."""
-    runners = runner_specs(config, specs)
     lanes: list[Any] = []
-    for index in range(config.lanes.count):
-        worker = WorkerSpec(
-            lane=index,
-            runners=runners,
-            threads=config.lanes.threads(),
-            device=config.device,
-            seed=config.seed,
-            onnx_dir=config.onnx_dir,
-        )
+    for worker in worker_specs(config, specs):
         if config.lanes.kind == "process":
             from server.lanes_process import ProcessLane
 

@@ -41,6 +41,12 @@ LATENCY_BUCKETS: tuple[float, ...] = (
 )  # fmt: skip
 #: Micro-batch size buckets (samples).
 BATCH_BUCKETS: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+#: Why a request was refused at admission (`mlws_rejections_total`).
+REJECTION_REASONS: tuple[str, ...] = ("predicted_late", "queue_full", "too_large", "unavailable")
+#: Actual ÷ predicted completion (arrival to end): 1 = the forecast was exact.
+COMPLETION_RATIO_BUCKETS: tuple[float, ...] = (
+    0.25, 0.5, 0.67, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0, 5.0,
+)  # fmt: skip
 
 
 class GatewayMetrics:
@@ -106,20 +112,49 @@ class GatewayMetrics:
         self.prediction_error = Gauge(
             "mlws_predictor_error_ratio",
             "Service-time predictor error, (predicted - observed) / observed.",
-            ["model", "backend"],
+            ["model", "backend", "lane_group"],
             registry=reg,
         )
         self.residual = Gauge(
             "mlws_predictor_residual_ratio",
             "Online correction: exponentially weighted observed / predicted service time "
             "per batch-size bucket (1 = the base predictor is right; it multiplies predictions).",
-            ["model", "backend", "precision", "batch_bucket"],
+            ["model", "backend", "precision", "batch_bucket", "lane_group"],
+            registry=reg,
+        )
+        self.rejections = Counter(
+            "mlws_rejections_total",
+            "Requests refused at admission, by reason (predicted_late: the forecast finish "
+            "was past the deadline; queue_full; too_large; unavailable).",
+            ["model", "class", "reason"],
+            registry=reg,
+        )
+        self.shed_saved = Counter(
+            "mlws_shed_saved_seconds_total",
+            "Predicted service time not spent on jobs shed before running (wasted compute "
+            "avoided).",
+            ["model", "class"],
+            registry=reg,
+        )
+        self.completion_ratio = Histogram(
+            "mlws_completion_ratio",
+            "Admitted jobs that ended ok (late ones too): actual ÷ forecast time from arrival "
+            "to completion.",
+            ["class"],
+            buckets=COMPLETION_RATIO_BUCKETS,
+            registry=reg,
+        )
+        self.goodput = Counter(
+            "mlws_goodput_total",
+            "Jobs answered ok within their SLO (rate() is the in-SLO goodput).",
+            ["model", "class"],
             registry=reg,
         )
         # Series without a model label exist from the start.
         for job_class in JOB_CLASSES:
             self.queue_depth.labels(job_class).set(0)
             self.slo_violations.labels(job_class)
+            self.completion_ratio.labels(job_class)
         self._register(UNKNOWN_MODEL, with_latency=False)
 
     def register_model(self, model: str) -> None:
@@ -131,6 +166,10 @@ class GatewayMetrics:
         for job_class in JOB_CLASSES:
             for outcome in OUTCOMES:
                 self.requests.labels(model, job_class, outcome)
+            for reason in REJECTION_REASONS:
+                self.rejections.labels(model, job_class, reason)
+            self.goodput.labels(model, job_class)
+            self.shed_saved.labels(model, job_class)
             if with_latency:
                 self.request_duration.labels(model, job_class)
                 self.queue_wait.labels(model, job_class)
@@ -167,8 +206,24 @@ class GatewayMetrics:
                 )
                 self.service.labels(model, job.job_class).observe(max(0.0, job.end - job.start))
         self.count_request(job.workload, job.job_class, job.outcome)
-        if not job.slo_met:
+        if job.slo_met:
+            self.goodput.labels(model, job.job_class).inc()
+        else:
             self.slo_violations.labels(job.job_class).inc()
+        if job.outcome == "ok" and job.predicted_end is not None and job.end is not None:
+            # Late ones included: they are what a drifting forecast lets in.
+            forecast = job.predicted_end - job.arrival
+            if forecast > 0:
+                ratio = (job.end - job.arrival) / forecast
+                self.completion_ratio.labels(job.job_class).observe(ratio)
+        if job.outcome == "shed" and job.saved_s > 0:
+            self.shed_saved.labels(model, job.job_class).inc(job.saved_s)
+
+    def count_rejection(self, model: str, job_class: str, reason: str) -> None:
+        """One request refused at admission (its outcome is counted by observe_completion)."""
+        if reason not in REJECTION_REASONS:
+            raise ValueError(f"unknown reason {reason!r}; expected one of {REJECTION_REASONS}")
+        self.rejections.labels(self._model_label(model), job_class, reason).inc()
 
     def count_request(self, model: str, job_class: str, outcome: str) -> None:
         """Count one request under its outcome (ok|rejected|shed|error|cancelled|invalid).
@@ -201,15 +256,16 @@ class GatewayMetrics:
         """Mark a lane busy (1) or idle (0)."""
         self.lane_busy.labels(str(lane)).set(1 if busy else 0)
 
-    def set_prediction_error(self, model: str, backend: str, ratio: float) -> None:
-        """Set the predictor's latest relative error for a model on a backend."""
-        self.prediction_error.labels(self._model_label(model), backend).set(ratio)
+    def set_prediction_error(self, model: str, backend: str, group: str, ratio: float) -> None:
+        """Set the predictor's latest relative error for a model on a backend and lane group."""
+        self.prediction_error.labels(self._model_label(model), backend, group).set(ratio)
 
     def set_residual(
-        self, model: str, backend: str, precision: str, bucket: str, ratio: float
+        self, model: str, backend: str, precision: str, bucket: str, group: str, ratio: float
     ) -> None:
         """Set the online correction's observed ÷ predicted ratio of a batch-size bucket."""
-        self.residual.labels(self._model_label(model), backend, precision, bucket).set(ratio)
+        labels = (self._model_label(model), backend, precision, bucket, group)
+        self.residual.labels(*labels).set(ratio)
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text of this registry and its content type, for GET /metrics."""

@@ -33,6 +33,7 @@ ERROR_CODES: tuple[str, ...] = (
     "invalid_input",
     "unknown_model",
     "queue_full",
+    "predicted_late",
     "shed",
     "worker_failed",
     "too_large",
@@ -165,6 +166,20 @@ class ErrorBody(BaseModel):
     error: str = Field(description="Short code: " + ", ".join(ERROR_CODES) + ".")
     detail: str = Field(description="One-line human message.")
     field: str | None = Field(None, description="Offending field or header, when one is.")
+    admission: AdmissionForecast | None = Field(
+        None, description="predicted_late only: the forecast that refused the request."
+    )
+
+
+class AdmissionForecast(BaseModel):
+    """Why admission refused a request: it was predicted to finish after its deadline."""
+
+    predicted_finish_ms: float = Field(description="Forecast finish, ms after arrival.")
+    deadline_ms: float = Field(description="The request's deadline (its SLO), ms after arrival.")
+    retry_after_ms: float = Field(
+        description="Predicted drain: ms until the work now ahead of it is done (Retry-After "
+        "is this, rounded up to whole seconds)."
+    )
 
 
 def field_from_loc(loc: Sequence[str | int]) -> str:
@@ -196,3 +211,6 @@ def error_body_from_validation(errors: Sequence[Mapping[str, Any]]) -> ErrorBody
     if more:
         detail += f" (and {more} more error{'s' if more > 1 else ''})"
     return ErrorBody(error="invalid_input", detail=detail, field=field or None)
+
+
+ErrorBody.model_rebuild()

@@ -85,10 +85,10 @@ def preflight(config: GatewayConfig) -> None:
     predictor file that cannot be loaded.
     """
     from backends.devices import ort_cuda_available, resolve_device, torch_cuda_available
-    from server.service_times import load_service_model
+    from server.service_times import load_service_models
     from workloads.onnx_file import inspect_onnx_file
 
-    load_service_model(config)
+    load_service_models(config)
 
     for i, model in enumerate(config.models):
         for key in ("weights", "onnx_file"):

@@ -53,6 +53,8 @@ class ServiceKey:
     precision: str
     #: Samples in the dispatch.
     batch_size: int
+    #: Intra-op threads of the lane that ran it.
+    threads: int
     #: Other lanes running a dispatch when this one started.
     busy_lanes: int
 
@@ -86,7 +88,6 @@ DeviceOf = Callable[[str, str], str]
 def profile_rows(
     times: Mapping[ServiceKey, Iterable[float]],
     *,
-    threads: int,
     device_of: DeviceOf,
     specs: Mapping[str, WorkloadSpec],
     min_repeats: int = 1,
@@ -107,7 +108,7 @@ def profile_rows(
                 "precision": key.precision,
                 "device": device_of(key.backend, key.precision),
                 "batch_size": key.batch_size,
-                "threads": threads,
+                "threads": key.threads,
                 "repeats": len(ms),
                 "mean_ms": mean,
                 "p50_ms": float(np.percentile(ms, 50)),

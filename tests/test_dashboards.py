@@ -223,7 +223,7 @@ def container_to_host(service: str, container_path: str) -> Path:
 
 def test_datasource_provisioning_matches_dashboard_and_compose(builder: ModuleType) -> None:
     source = datasource_provisioning()
-    assert source["uid"] == builder.DATASOURCE_UID
+    assert source["uid"] == builder.DATASOURCE.uid
     assert source["type"] == "prometheus"
     services = compose()["services"]
     assert source["url"] == "http://prometheus:9090"

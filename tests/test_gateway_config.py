@@ -22,19 +22,29 @@ from server.serve import preflight
 from tests.gateway_fixtures import REPO
 
 
-def test_the_embedded_default_serves_resnet18_on_onnx() -> None:
+def test_the_embedded_default_serves_resnet18_on_onnx(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
     config = GatewayConfig()
     (model,) = config.models
     assert (model.name, model.backends, model.precisions) == ("resnet18", ("onnx",), ("fp32",))
     assert (config.host, config.port, config.lanes.count, config.lanes.kind) == (
         "127.0.0.1",
         8000,
-        2,
+        3,
         "thread",
     )
     assert config.scheduler.policy == "priority_slo"
     assert config.scheduler.queue_limit == {"interactive": 64, "batch": 256}
-    assert config.scheduler.lanes == 2 and config.max_request_samples == 64
+    assert config.scheduler.lanes == 3 and config.max_request_samples == 64
+    inter, batch = config.scheduler.groups()
+    assert (inter.count, inter.threads, inter.priority, inter.classes) == (
+        1,
+        2,
+        "normal",
+        ("interactive",),
+    )
+    assert (batch.count, batch.threads, batch.priority, batch.classes) == (2, 1, "low", ("batch",))
+    assert config.scheduler.admission["interactive"].refuse_late
     assert config.max_body_bytes == 32 << 20
     # A 32-image 224×224 float32 batch in base64 JSON fits the default body limit.
     assert config.max_body_bytes > 32 * 3 * 224 * 224 * 4 * 4 / 3
@@ -44,15 +54,41 @@ def test_scheduler_lanes_follow_lanes_count_and_queue_limits_stay_bounded() -> N
     config = parse_gateway_config({"lanes": {"count": 3}, "scheduler": {"policy": "fifo"}})
     assert config.scheduler.lanes == 3 and config.scheduler.policy == "fifo"
     assert config.scheduler.queue_limit == {"interactive": 64, "batch": 256}
-    with pytest.raises(GatewayConfigError, match=r"scheduler.lanes: scheduler.lanes=4 differs"):
+    (group,) = config.scheduler.groups()  # lanes.count: one group shared by every class
+    assert group.classes == ("interactive", "batch") and group.max_dispatch_ms == 50
+    with pytest.raises(
+        GatewayConfigError, match=r"lanes.count: lanes.count=3 but scheduler.lanes=4"
+    ):
         parse_gateway_config({"lanes": {"count": 3}, "scheduler": {"lanes": 4}})
 
 
+def test_lane_groups_set_the_lane_count() -> None:
+    groups = [
+        {"name": "interactive", "count": 2, "classes": ["interactive"], "threads": 1},
+        {"name": "batch", "count": 3, "classes": ["batch"], "priority": "low"},
+    ]
+    config = parse_gateway_config({"scheduler": {"lane_groups": groups}})
+    assert config.lanes.count == config.scheduler.lanes == 5
+    with pytest.raises(GatewayConfigError, match=r"lanes.count=2 but the lane groups hold 5"):
+        parse_gateway_config({"lanes": {"count": 2}, "scheduler": {"lane_groups": groups}})
+
+
+def test_default_layout_scales_with_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    inter, batch = GatewayConfig().scheduler.groups()
+    assert (inter.count, inter.threads, batch.count, batch.threads) == (4, 4, 16, 1)
+
+
 def test_threads_per_lane_defaults_to_cores_over_lanes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from scheduling.config import LaneGroupConfig
+
     monkeypatch.setattr("os.cpu_count", lambda: 8)
-    assert LaneConfig(count=3).threads() == 2
-    assert LaneConfig(count=16).threads() == 1
-    assert LaneConfig(count=3, threads_per_lane=5).threads() == 5
+    assert LaneConfig().threads(LaneGroupConfig(name="a", count=3)) == 2
+    assert LaneConfig().threads(LaneGroupConfig(name="a", count=16)) == 1
+    assert LaneConfig(threads_per_lane=5).threads(LaneGroupConfig(name="a", count=3)) == 5
+    assert (
+        LaneConfig(threads_per_lane=5).threads(LaneGroupConfig(name="a", count=3, threads=2)) == 2
+    )
 
 
 @pytest.mark.parametrize(

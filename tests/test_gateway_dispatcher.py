@@ -53,7 +53,7 @@ class FakePool:
 def make(pool: FakePool, **knobs: Any) -> Dispatcher:
     config = SchedulerConfig(**knobs)
     scheduler = Scheduler(config, {"m": 10})
-    service = ResidualCorrection(OnlineServiceTime())
+    service = {"default": ResidualCorrection(OnlineServiceTime())}
     return Dispatcher(scheduler, pool, GatewayMetrics(), SlidingWindowStats(60), service)  # type: ignore[arg-type]
 
 

@@ -25,7 +25,12 @@ def server(tmp_path_factory: pytest.TempPathFactory, onnx_dir: Path) -> Iterator
             "models": [{"name": "slow", "onnx_file": str(slow)}],
             "lanes": {"count": 1, "threads_per_lane": 1},
             "onnx_dir": str(onnx_dir),
-            "scheduler": {"queue_limit": {"interactive": 2, "batch": 2}, "shed_late": True},
+            "scheduler": {
+                "queue_limit": {"interactive": 2, "batch": 2},
+                # Shed hopeless jobs, but admit without a forecast: this module tests
+                # the queue bound and shedding (test_gateway_admission.py the forecast).
+                "admission": {"interactive": {"shed_late": True}, "batch": {"shed_late": True}},
+            },
         }
     )
     with LiveServer(config) as live:
@@ -63,7 +68,7 @@ def test_a_job_that_cannot_meet_its_deadline_is_shed_with_503(server) -> None:
         first = pool.submit(_post, server.base_url, long)
         wait_busy(server.base_url)
         # The first holds the only lane for ~0.3 s; the second's 1 ms budget is gone
-        # before the lane frees up, so shed_late drops it instead of running it.
+        # before the lane frees up, so it is shed instead of run.
         shed = _post(server.base_url, hopeless)
         assert first.result().status_code == 200
     assert shed.status_code == 503 and shed.json()["error"] == "shed", shed.text

@@ -23,7 +23,11 @@ FAMILIES: dict[str, tuple[str, set[str]]] = {
     "mlws_lane_busy": ("gauge", {"lane"}),
     "mlws_slo_violations": ("counter", {"class"}),
     "mlws_requests": ("counter", {"model", "class", "outcome"}),
-    "mlws_predictor_error_ratio": ("gauge", {"model", "backend"}),
+    "mlws_predictor_error_ratio": ("gauge", {"model", "backend", "lane_group"}),
+    "mlws_rejections": ("counter", {"model", "class", "reason"}),
+    "mlws_shed_saved_seconds": ("counter", {"model", "class"}),
+    "mlws_completion_ratio": ("histogram", {"class"}),
+    "mlws_goodput": ("counter", {"model", "class"}),
 }
 
 
@@ -71,7 +75,7 @@ def test_every_family_exists_with_its_labels() -> None:
     m = GatewayMetrics()
     m.register_model("tiny")
     m.set_lane_busy(0, True)
-    m.set_prediction_error("tiny", "onnxruntime", 0.1)
+    m.set_prediction_error("tiny", "onnxruntime", "default", 0.1)
     text, _ = m.render()
     families = {f.name: f for f in text_string_to_metric_families(text.decode())}
     for name, (kind, labels) in FAMILIES.items():
@@ -148,7 +152,7 @@ def test_count_request_batch_and_gauges() -> None:
     m.set_tokens(240, 1000)
     m.set_lane_busy(0, True)
     m.set_lane_busy(1, False)
-    m.set_prediction_error("tiny", "onnxruntime", -0.25)
+    m.set_prediction_error("tiny", "onnxruntime", "default", -0.25)
     assert (
         value(m, "mlws_requests_total", model="tiny", outcome="invalid", **{"class": "batch"}) == 2
     )
@@ -160,7 +164,10 @@ def test_count_request_batch_and_gauges() -> None:
     assert value(m, "mlws_tokens_capacity") == 1000
     assert value(m, "mlws_lane_busy", lane=0) == 1
     assert value(m, "mlws_lane_busy", lane=1) == 0
-    assert value(m, "mlws_predictor_error_ratio", model="tiny", backend="onnxruntime") == -0.25
+    error = value(
+        m, "mlws_predictor_error_ratio", model="tiny", backend="onnxruntime", lane_group="default"
+    )
+    assert error == -0.25
 
 
 def test_unregistered_models_collapse_to_unknown() -> None:
@@ -204,3 +211,28 @@ def test_two_instances_do_not_collide() -> None:
     shared = CollectorRegistry()
     c = GatewayMetrics(shared)
     assert c.registry is shared
+
+
+def test_admission_series_count_rejections_sheds_forecasts_and_goodput() -> None:
+    m = GatewayMetrics()
+    m.register_model("tiny")
+    m.count_rejection("tiny", "interactive", "predicted_late")
+    m.count_rejection("nope", "interactive", "queue_full")  # an unregistered model name
+    with pytest.raises(ValueError, match="unknown reason"):
+        m.count_rejection("tiny", "interactive", "bored")
+    ok = make_job(end=10.045)  # 45 ms e2e, forecast 50 ms: ratio 0.9
+    ok.predicted_end = 10.05
+    m.observe_completion(ok)
+    shed = make_job(outcome="shed", start=None, end=10.02)
+    shed.saved_s = 0.03
+    m.observe_completion(shed)
+    late = make_job(end=10.2)  # ok but past its 100 ms SLO: not goodput
+    m.observe_completion(late)
+    cls = {"class": "interactive"}
+    assert value(m, "mlws_rejections_total", model="tiny", reason="predicted_late", **cls) == 1
+    assert value(m, "mlws_rejections_total", model="unknown", reason="queue_full", **cls) == 1
+    assert value(m, "mlws_goodput_total", model="tiny", **cls) == 1
+    assert value(m, "mlws_shed_saved_seconds_total", model="tiny", **cls) == pytest.approx(0.03)
+    assert value(m, "mlws_completion_ratio_count", **cls) == 1
+    assert value(m, "mlws_completion_ratio_bucket", le="0.9", **cls) == 1
+    assert value(m, "mlws_completion_ratio_bucket", le="0.8", **cls) == 0

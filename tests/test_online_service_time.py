@@ -105,7 +105,20 @@ def test_quantile_answer_keeps_its_margin_after_correction() -> None:
     p95 = FixedServiceTime.linear(0.0, 12.0)
     model = ResidualCorrection(mean, p95)
     model.observe(*KEY, 4, 0.020)  # half the mean prediction
-    assert model.predict(*KEY, 4) == pytest.approx(0.024)  # p95 × 0.5, not the observed mean
+    assert model.plan(*KEY, 4) == pytest.approx(0.024)  # p95 × 0.5, not the observed mean
+    assert model.predict(*KEY, 4) == pytest.approx(0.020)  # the corrected mean
+
+
+def test_without_a_trained_quantile_the_plan_covers_the_observed_spread() -> None:
+    model = ResidualCorrection(FixedServiceTime.linear(0.0, 10.0))
+    assert model.plan(*KEY, 1) == model.predict(*KEY, 1) == pytest.approx(0.010)
+    for seconds in (0.010, 0.014, 0.010, 0.014):  # runs vary by ±17 %
+        model.observe(*KEY, 1, seconds)
+    mean, plan = model.predict(*KEY, 1), model.plan(*KEY, 1)
+    assert 0.011 < mean < 0.013
+    assert plan > mean * 1.2  # exp(1.645 × spread): an online 0.95 quantile
+    residual = model.residual(*KEY, 1)
+    assert residual is not None and residual.spread > 0.1
 
 
 def test_an_online_base_learns_the_same_observations() -> None:

@@ -380,6 +380,21 @@ def test_every_dashboard_and_rule_expression_returns_data(
     assert traffic.counts.get(200, 0) > 20 and traffic.counts.get(404, 0) > 0, traffic.counts
 
 
+def test_admission_series_count_the_traffic(
+    stack: tuple[LiveServer, PrometheusProcess, Traffic],
+) -> None:
+    """The Admission row reads real observations, not only the series the gateway creates at
+    zero: ok traffic within its SLO shows as goodput and in the completion-ratio histogram
+    (whose quantiles come back NaN, which passes as data above, until something is in it)."""
+    _, prom, traffic = stack
+    exprs = {
+        "goodput": "sum(mlws_goodput_total) > 0",
+        "completion ratio": "sum(mlws_completion_ratio_count) > 0",
+    }
+    problems = failures(poll_until_all_answer(prom, exprs), exprs)
+    assert not problems, "\n".join(problems) + f"\ntraffic: {traffic.counts}"
+
+
 def test_rules_evaluate_without_errors_and_alerts_stay_quiet(
     stack: tuple[LiveServer, PrometheusProcess, Traffic],
 ) -> None:

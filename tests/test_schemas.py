@@ -144,6 +144,7 @@ def test_error_body() -> None:
         "error": "queue_full",
         "detail": "queue for class 'batch' is full",
         "field": None,
+        "admission": None,
     }
 
 

@@ -30,7 +30,7 @@ SPECS = {TINY.name: TINY, RESNET18.name: RESNET18}
 
 
 def key(batch_size: int = 4, busy_lanes: int = 0, workload: str = "tiny") -> ServiceKey:
-    return ServiceKey(workload, "onnx", "fp32", batch_size, busy_lanes)
+    return ServiceKey(workload, "onnx", "fp32", batch_size, 2, busy_lanes)
 
 
 def make_log(times_ms: dict[ServiceKey, list[float]], keep: int = 1000) -> ServiceLog:
@@ -44,7 +44,6 @@ def make_log(times_ms: dict[ServiceKey, list[float]], keep: int = 1000) -> Servi
 def rows_of(log: ServiceLog, min_repeats: int = 1) -> list[dict]:
     return profile_rows(
         log.snapshot(),
-        threads=2,
         device_of=lambda backend, precision: "cpu",
         specs=SPECS,
         min_repeats=min_repeats,
