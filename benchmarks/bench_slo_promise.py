@@ -7,7 +7,9 @@ One run, on this machine, in this order:
    lanes), and the raw batch samples/s of the batch lanes (one 1-thread runner
    per batch lane, batch 16, in a tight loop);
 2. capacity: `mlws serve` with its default config (priority lanes), interactive
-   batch-1 requests from 4 closed-loop clients: answered requests/s;
+   batch-1 requests from two closed-loop clients per interactive lane (one
+   running, one queued: the lanes never wait for a client, and admission never
+   has to refuse): answered requests/s;
 3. mixed, `--repeats` times: Poisson arrivals at 0.7 × capacity (in images/s),
    70 % interactive batch-1 and 30 % batch jobs of 16 images, sent open loop to
    mlws and, on the very same arrivals, to the plain baseline
@@ -142,8 +144,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     with gateway({}, ready_timeout_s=600) as mlws_url, baseline_server() as base_url:
         urls = {"mlws": mlws_url, "baseline": base_url}
-        closed_loop_rate(mlws_url, 4, 2.0)  # warm the connections and the online model
-        capacity = closed_loop_rate(mlws_url, 4, args.capacity_s)
+        clients = 2 * inter_group.count
+        closed_loop_rate(mlws_url, clients, 2.0)  # warm the connections and the online model
+        capacity = closed_loop_rate(mlws_url, clients, args.capacity_s)
         print(f"capacity: {capacity:.1f} interactive requests/s", flush=True)
         rate = 0.7 * capacity / MEAN_SAMPLES
         mixed = [mixed_rep(urls, rate, args, rep) for rep in range(args.repeats)]
@@ -245,7 +248,7 @@ def main() -> None:
     parser.add_argument("--mixed-s", type=float, default=240.0, help="seconds per mixed run")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--overload-s", type=float, default=20.0)
-    parser.add_argument("--capacity-s", type=float, default=10.0)
+    parser.add_argument("--capacity-s", type=float, default=15.0)
     parser.add_argument("--quick", action="store_true", help="a 1-minute smoke run")
     args = parser.parse_args()
     if args.quick:
