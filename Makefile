@@ -4,16 +4,22 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install serve test bench lint clean
+.PHONY: install serve test bench lint audit clean
 
 install: $(STAMP)
 
 # Re-runs only when the lock or the package metadata changes.
+# pip is left verbose for the long step (a first install downloads PyTorch: minutes), so
+# there is always a line saying what it is doing.
 $(STAMP): requirements.lock pyproject.toml
+	@echo "==> [1/3] virtual environment $(VENV)"
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install --quiet --no-input -r requirements.lock
+	@echo "==> [2/3] pinned dependencies from requirements.lock (PyTorch CPU build; minutes the first time)"
+	$(BIN)/pip install --no-input -r requirements.lock
+	@echo "==> [3/3] mlws itself (editable)"
 	$(BIN)/pip install --quiet --no-input --no-deps --no-build-isolation -e .
 	touch $@
+	@echo "==> installed: $(BIN)/mlws"
 
 serve: install
 	$(BIN)/mlws serve
@@ -32,5 +38,14 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Known vulnerabilities in every locked dependency, from PyPI's advisory data (needs
+# pypi.org's JSON API). pip-audit gets a venv of its own so that its dependencies never
+# enter the lock; --strict fails when a package could not be checked, so an unreachable
+# advisory source is an error, not a clean bill.
+AUDIT_VENV := .audit-venv
+audit:
+	test -x $(AUDIT_VENV)/bin/pip-audit || ($(PY) -m venv $(AUDIT_VENV) && $(AUDIT_VENV)/bin/pip install --quiet pip-audit)
+	$(AUDIT_VENV)/bin/pip-audit --requirement requirements.lock --no-deps --disable-pip --vulnerability-service pypi --strict
+
 clean:
-	rm -rf $(VENV) models/onnx results .pytest_cache
+	rm -rf $(VENV) $(AUDIT_VENV) models/onnx results .pytest_cache

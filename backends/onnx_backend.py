@@ -69,10 +69,28 @@ class OnnxRunner:
         self.threads = options.threads
         self._session = session
         self._input = session.get_inputs()[0].name
+        import onnxruntime as ort
+
+        self._new_options = ort.RunOptions
+        #: The options of the run in progress: `interrupt` sets their terminate flag.
+        self._current: ort.RunOptions | None = None
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(batch, dtype=np.float32)
-        return self._session.run(None, {self._input: x})[0]
+        # Fresh options per run: a terminate flag set for one run must not stop the next.
+        options = self._new_options()
+        self._current = options
+        try:
+            return self._session.run(None, {self._input: x}, options)[0]
+        finally:
+            self._current = None
+
+    def interrupt(self) -> None:
+        """Stop the run in progress, from another thread (ONNX Runtime checks the flag
+        between operators and fails that run); a no-op when idle."""
+        options = self._current
+        if options is not None:
+            options.terminate = True
 
     def close(self) -> None:
         self._session = None  # type: ignore[assignment]

@@ -16,6 +16,7 @@ import logging
 import os
 import warnings
 from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -69,14 +70,62 @@ def locked(path: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def is_up_to_date(path: Path, record: dict[str, str]) -> bool:
-    meta = path.with_suffix(path.suffix + ".json")
-    if not (path.exists() and meta.exists()):
-        return False
+@dataclass(frozen=True)
+class Parity:
+    """How closely ONNX Runtime reproduced PyTorch on random inputs."""
+
+    batch_sizes: tuple[int, ...]
+    max_abs_diff: float  # largest |onnx − torch| over every output
+    relative_error: float  # max_abs_diff ÷ max |torch output|: the checked figure
+    top1_agreement: float  # fraction of samples whose arg-max class is the same
+    samples: int
+
+    def describe(self) -> str:
+        sizes = ", ".join(map(str, self.batch_sizes))
+        return (
+            f"parity vs PyTorch at batch {sizes}: max abs diff {self.max_abs_diff:.2e}, "
+            f"relative {self.relative_error:.2e} (limit {PARITY_RTOL:.0e}), top-1 agreement "
+            f"{self.top1_agreement:.0%} of {self.samples} samples"
+        )
+
+
+@dataclass(frozen=True)
+class Export:
+    """What `export_onnx_checked` did: the file, and whether it was reused."""
+
+    path: Path
+    reused: bool
+    parity: Parity | None  # of this export, or recorded when the reused file was made
+
+
+def _meta_path(path: Path) -> Path:
+    return path.with_suffix(path.suffix + ".json")
+
+
+def _read_meta(path: Path) -> dict[str, object] | None:
     try:
-        return json.loads(meta.read_text()) == record
+        meta = json.loads(_meta_path(path).read_text())
     except (OSError, ValueError):
-        return False
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def is_up_to_date(path: Path, record: dict[str, str]) -> bool:
+    """Whether the cached file was built from exactly `record` (parity figures aside)."""
+    meta = _read_meta(path) if path.exists() else None
+    return meta is not None and {k: meta.get(k) for k in record} == record
+
+
+def will_reuse(
+    workload: Workload,
+    cache_dir: Path | str = "models/onnx",
+    *,
+    seed: int = 0,
+    weights: str | None = None,
+) -> bool:
+    """Whether `export_onnx` would reuse the cached file (for saying so before it runs)."""
+    path = Path(cache_dir) / f"{workload.name}.onnx"
+    return is_up_to_date(path, fingerprint(workload, seed, weights))
 
 
 def export_onnx(
@@ -93,25 +142,51 @@ def export_onnx(
     With `verify`, a fresh export is checked for parity with PyTorch at batch
     sizes 1 and 8 before it replaces the cached file.
     """
+    return export_onnx_checked(
+        workload, cache_dir, seed=seed, weights=weights, force=force, verify=verify
+    ).path
+
+
+def export_onnx_checked(
+    workload: Workload,
+    cache_dir: Path | str = "models/onnx",
+    *,
+    seed: int = 0,
+    weights: str | None = None,
+    force: bool = False,
+    verify: bool = True,
+) -> Export:
+    """`export_onnx`, telling whether the file was reused and the parity figures checked."""
     path = Path(cache_dir) / f"{workload.name}.onnx"
     record = fingerprint(workload, seed, weights)
     with locked(path):
         if not force and is_up_to_date(path, record):
-            return path
+            return Export(path, reused=True, parity=_recorded_parity(path))
         tmp = path.with_suffix(".tmp.onnx")
         module = workload.build_module(seed=seed, weights=weights).eval()
         _export_module(module, workload.spec.input_shape, tmp)
-        if verify:
-            err = parity_error(module, tmp, workload.spec.input_shape)
-            if err > PARITY_RTOL:
-                tmp.unlink(missing_ok=True)
-                raise RuntimeError(
-                    f"ONNX export of '{workload.name}' differs from PyTorch: "
-                    f"relative error {err:.2e} > {PARITY_RTOL:.0e}"
-                )
+        parity = parity_figures(module, tmp, workload.spec.input_shape) if verify else None
+        if parity is not None and parity.relative_error > PARITY_RTOL:
+            tmp.unlink(missing_ok=True)
+            raise RuntimeError(
+                f"ONNX export of '{workload.name}' differs from PyTorch: "
+                f"relative error {parity.relative_error:.2e} > {PARITY_RTOL:.0e}"
+            )
         os.replace(tmp, path)
-        path.with_suffix(path.suffix + ".json").write_text(json.dumps(record, indent=1))
-    return path
+        meta = {**record, "parity": asdict(parity)} if parity else record
+        _meta_path(path).write_text(json.dumps(meta, indent=1))
+    return Export(path, reused=False, parity=parity)
+
+
+def _recorded_parity(path: Path) -> Parity | None:
+    """The parity figures stored beside a cached file (files from older versions have none)."""
+    figures = (_read_meta(path) or {}).get("parity")
+    if not isinstance(figures, dict):
+        return None
+    try:
+        return Parity(**{**figures, "batch_sizes": tuple(figures["batch_sizes"])})
+    except (TypeError, KeyError):
+        return None
 
 
 def _export_module(module: object, sample_shape: tuple[int, ...], out: Path) -> None:
@@ -156,17 +231,33 @@ def parity_error(
     seed: int = 1234,
 ) -> float:
     """Worst relative error between PyTorch and ONNX Runtime on random inputs."""
+    return parity_figures(module, path, sample_shape, batch_sizes, seed).relative_error
+
+
+def parity_figures(
+    module: object,
+    path: Path,
+    sample_shape: tuple[int, ...],
+    batch_sizes: Sequence[int] = (1, 8),
+    seed: int = 1234,
+) -> Parity:
+    """PyTorch and ONNX Runtime on the same random inputs: differences and top-1 agreement."""
     import onnxruntime as ort
     import torch
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     rng = np.random.default_rng(seed)
-    worst = 0.0
+    worst = worst_abs = 0.0
+    same = total = 0
     for n in batch_sizes:
         x = rng.standard_normal((n, *sample_shape), dtype=np.float32)
         with torch.inference_mode():
             expected = module(torch.from_numpy(x)).numpy()  # type: ignore[operator]
         actual = session.run(None, {name: x})[0]
         worst = max(worst, relative_error(actual, expected))
-    return worst
+        worst_abs = max(worst_abs, float(np.max(np.abs(actual - expected))))
+        flat_a, flat_e = actual.reshape(n, -1), expected.reshape(n, -1)
+        same += int((flat_a.argmax(axis=1) == flat_e.argmax(axis=1)).sum())
+        total += n
+    return Parity(tuple(batch_sizes), worst_abs, worst, same / total if total else 1.0, total)

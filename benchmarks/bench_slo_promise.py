@@ -19,7 +19,8 @@ One run, on this machine, in this order:
    seconds each, to mlws and to the baseline;
 5. the simulated twin: the same arrivals through the same scheduling core on a
    virtual clock, lanes timed by step 1 and sharing the machine's cores by
-   priority (scheduling/cpu_share.py).
+   priority (scheduling/cpu_share.py), each request also costing the event-loop
+   CPU per request measured on the gateway's main thread during step 4.
 
 Attainment counts every request sent: refused, shed, failed and late ones are
 misses. Latency runs from the scheduled send time.
@@ -41,17 +42,20 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import (
     ONNX_DIR,
+    child_pid,
     emit_json,
     load_runners,
     raw_latencies_ms,
     raw_throughput,
     synthetic_input,
+    thread_cpu,
 )
 from benchmarks.slo_runs import (
     WORKLOAD,
@@ -114,21 +118,49 @@ def mixed_rep(urls: dict[str, str], rate: float, args: argparse.Namespace, rep: 
     out: dict[str, Any] = {"arrivals": arrivals}
     for name in order:
         sent = send_open_loop(urls[name], arrivals, timeout_s=30.0)
+        wait_idle(urls[name])
         out[name] = sent
         inter, batch = class_figures(sent, "interactive"), class_figures(sent, "batch")
         print(
-            f"  mixed rep {rep} {name:<8} interactive {inter['attainment']:.4f} "
-            f"of {inter['sent']}  batch {batch['attainment']:.4f} of {batch['sent']}",
+            f"  mixed rep {rep} {name:<8} interactive {inter['attainment']:.4f} of "
+            f"{inter['sent']} ({_misses(inter)})  batch {batch['attainment']:.4f} of "
+            f"{batch['sent']} ({_misses(batch)})",
             flush=True,
         )
     return out
 
 
-def overload_run(urls: dict[str, str], rate: float, seconds: float, seed: int) -> dict:
+def wait_idle(url: str) -> None:
+    """Wait until a server has finished what the client gave up on.
+
+    The baseline keeps computing requests whose client timed out (nothing cancels
+    them); without this its backlog would run on into the next measurement. Its
+    readiness route is a plain `def`, so it answers only once the thread pool has
+    worked through what was queued before it.
+    """
+    httpx.get(f"{url}/readyz", timeout=600)
+
+
+def _misses(f: dict[str, Any]) -> str:
+    return (
+        f"late {f['late']}, refused {f['refused']}, shed {f['shed']}, "
+        f"no answer {f['unanswered']}; ok p99 {f['p99_ms']:.0f} ms"
+    )
+
+
+def overload_run(
+    urls: dict[str, str], rate: float, seconds: float, seed: int, pid: int | None
+) -> dict:
+    """One overload level on both servers, and the gateway's event-loop CPU per request."""
     arrivals = arrivals_at(rate, seconds, seed, 1.0, 1)
     out: dict[str, Any] = {"arrivals": arrivals}
     for name, url in urls.items():
+        before = thread_cpu(pid).get(pid or 0, 0.0) if name == "mlws" else 0.0
         out[name] = send_open_loop(url, arrivals, timeout_s=10.0)
+        wait_idle(url)
+        if name == "mlws":
+            used = thread_cpu(pid).get(pid or 0, 0.0) - before
+            out["request_cpu_s"] = used / len(arrivals) if arrivals else 0.0
     return out
 
 
@@ -150,19 +182,33 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print(f"capacity: {capacity:.1f} interactive requests/s", flush=True)
         rate = 0.7 * capacity / MEAN_SAMPLES
         mixed = [mixed_rep(urls, rate, args, rep) for rep in range(args.repeats)]
+        pid = child_pid("server.cli")
         overload = {
-            f: overload_run(urls, f * capacity, args.overload_s, 200 + int(f)) for f in (2.0, 5.0)
+            f: overload_run(urls, f * capacity, args.overload_s, 200 + int(f), pid)
+            for f in (2.0, 5.0)
         }
+    cpus = [o["request_cpu_s"] for o in overload.values() if o["request_cpu_s"] > 0]
+    request_cpu_s = float(np.median(cpus)) if cpus else 0.0
+    print(f"gateway event loop: {request_cpu_s * 1e3:.2f} ms CPU per request", flush=True)
     models = twin_models(raw["interactive_ms"], raw["batch_ms"], ["interactive", "batch"])
 
     def twin(arrivals: list) -> list:
-        return simulate_twin(config.scheduler, arrivals, models, raw["jitter"], cores)
+        return simulate_twin(
+            config.scheduler, arrivals, models, raw["jitter"], cores, request_cpu_s
+        )
 
     for m in mixed:
         m["twin"] = twin(m["arrivals"])
     for o in overload.values():
         o["twin"] = twin(o["arrivals"])
-    return {"raw": raw, "capacity": capacity, "rate": rate, "mixed": mixed, "overload": overload}
+    return {
+        "raw": raw,
+        "capacity": capacity,
+        "rate": rate,
+        "mixed": mixed,
+        "overload": overload,
+        "request_cpu_s": request_cpu_s,
+    }
 
 
 def summarize_mixed(result: dict[str, Any], seconds: float) -> dict[str, Any]:
@@ -203,7 +249,11 @@ def median_of(rows: list[dict], who: str, key: str) -> float:
 def report(result: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     mixed = summarize_mixed(result, args.mixed_s)["per_rep"]
     over = summarize_overload(result, args.overload_s)
-    figures: dict[str, Any] = {"capacity_rps": result["capacity"], "mixed_rate_rps": result["rate"]}
+    figures: dict[str, Any] = {
+        "capacity_rps": result["capacity"],
+        "mixed_rate_rps": result["rate"],
+        "request_cpu_ms": result["request_cpu_s"] * 1e3,
+    }
     print("\nmixed at 0.7 of capacity (attainment of all sent; median over repetitions):")
     print(f"{'':10}{'interactive':>14}{'batch':>10}{'batch/s':>10}{'n inter':>9}")
     for who in ("mlws", "baseline", "twin"):

@@ -123,6 +123,11 @@ def class_figures(sent: Sequence[Sent], job_class: str) -> dict[str, float]:
         "attainment": sum(s.in_slo for s in mine) / len(mine) if mine else math.nan,
         "ok_samples": float(sum(s.arrival.samples for s in ok)),
         "unanswered": sum(s.status is None for s in mine),
+        # Why the misses missed: answered late, refused (429), shed or failed (503).
+        "late": sum(1 for s in ok if s.latency > s.arrival.slo),
+        "refused": sum(1 for s in mine if s.status == 429),
+        "shed": sum(1 for s in mine if s.status == 503),
+        "p99_ms": float(np.percentile([s.latency for s in ok], 99)) * 1e3 if ok else math.nan,
     }
 
 
@@ -159,6 +164,7 @@ def simulate_twin(
     models: dict[str, FixedServiceTime],
     jitter: float,
     cores: int,
+    request_cpu_s: float = 0.0,
 ) -> list[Sent]:
     """The same arrivals through the same core on a virtual clock, as `Sent` records."""
     result = simulate(
@@ -169,6 +175,7 @@ def simulate_twin(
         jitter=jitter,
         seed=1,
         cores=cores,
+        request_cpu_s=request_cpu_s,
     )
     by_time = sorted(arrivals, key=lambda a: a.time)
     return [_as_sent(job, a) for job, a in zip(result.jobs, by_time, strict=True)]

@@ -1,9 +1,11 @@
 """The dashboard's Admission row: what the gateway refuses and sheds, the in-SLO goodput it
-delivers, and how far its completion forecast (on which admission decides) is off.
+delivers, how far its completion forecast (on which admission decides) is off, and what
+access control turns away before admission.
 
 Series of server/metrics.py: mlws_rejections_total, mlws_goodput_total,
-mlws_shed_saved_seconds_total and mlws_completion_ratio. build_dashboard.py places these
-panels; the alerts on the same series are in prometheus/rules.yml.
+mlws_shed_saved_seconds_total, mlws_completion_ratio and mlws_auth_failures_total.
+build_dashboard.py places these panels; the alerts on the same series are in
+prometheus/rules.yml.
 """
 
 from __future__ import annotations
@@ -143,3 +145,22 @@ def late_share() -> ts_b.Panel:
         .max(1)
         .thresholds(thresholds((None, "green"), (0.5, "red")))
     ).with_target(query(late, "{{class}}", "A"))
+
+
+def auth_failures() -> ts_b.Panel:
+    return (
+        timeseries(
+            "Access control refusals by reason",
+            "Requests per second refused before reaching a route (server/auth.py): "
+            "missing_token and invalid_token (401), wrong_role (403: a valid token without "
+            "the route's role). Always 0 without auth.tokens. A steady invalid_token rate is "
+            "someone guessing, or a client with a rotated-out token.",
+            "reqps",
+            width=24,
+        )
+        .min(0)
+        .stacking(common_b.StackingConfig().mode(common_m.StackingMode.NORMAL))
+        .with_target(
+            query(f"sum by (reason) (rate(mlws_auth_failures_total[{RATE}]))", "{{reason}}", "A")
+        )
+    )

@@ -36,6 +36,7 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 from admission_panels import (  # noqa: E402
+    auth_failures,
     compute_saved,
     forecast_accuracy,
     goodput,
@@ -309,8 +310,8 @@ def build() -> dash_m.Dashboard:
         .uid(DASHBOARD_UID)
         .description(
             "SLO-aware inference gateway: traffic, admission (rejections, sheds, goodput, "
-            "completion forecast), latency against the 100 ms / 1 s SLOs, queues, memory "
-            "tokens, lanes, micro-batching and the service-time predictor."
+            "completion forecast, access control), latency against the 100 ms / 1 s SLOs, "
+            "queues, memory tokens, lanes, micro-batching and the service-time predictor."
         )
         .tags(["mlws", "inference", "slo"])
         .editable()
@@ -328,6 +329,7 @@ def build() -> dash_m.Dashboard:
         .with_panel(compute_saved())
         .with_panel(forecast_accuracy())
         .with_panel(late_share())
+        .with_panel(auth_failures())
         .with_row(dash_b.Row("Latency"))
         .with_panel(latency("interactive"))
         .with_panel(latency("batch"))

@@ -111,7 +111,8 @@ def add_experiment_parser(subparsers: Any) -> argparse.ArgumentParser:
     """`experiment --config FILE [--out DIR] [--seed N]`: one run → results/<run_id>/."""
     parser = subparsers.add_parser(
         "experiment",
-        help="run one experiment (simulated) and write trace, summary and plots",
+        help="run one experiment (simulated, or live against a gateway) and write trace, "
+        "summary and plots",
         description="Run one experiment: writes trace.csv, summary.json, config.yaml and "
         "plots/ under DIR/<name>-<YYYYmmdd-HHMMSS>-<seed>/.",
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import httpx
 
@@ -65,19 +65,35 @@ def record_response(job: Job, response: httpx.Response | None, end: float) -> No
     job.lane = body.get("lane")
 
 
-async def _one(client: httpx.AsyncClient, url: str, job: Job, arrival: Arrival, t0: float) -> None:
+#: Told each time a request has its answer (or gave up): progress of a run.
+OnAnswer = Callable[[], None]
+
+
+async def _one(
+    client: httpx.AsyncClient,
+    job: Job,
+    arrival: Arrival,
+    t0: float,
+    on_answer: OnAnswer | None,
+) -> None:
     delay = t0 + arrival.time - time.monotonic()
     if delay > 0:
         await asyncio.sleep(delay)
     try:
-        response: httpx.Response | None = await client.post(url, json=request_body(arrival))
+        response: httpx.Response | None = await client.post("/infer", json=request_body(arrival))
     except httpx.HTTPError:
         response = None
     record_response(job, response, time.monotonic() - t0)
+    if on_answer is not None:
+        on_answer()
 
 
 async def drive(
-    base_url: str, arrivals: Sequence[Arrival], *, timeout_s: float = 30.0
+    base_url: str,
+    arrivals: Sequence[Arrival],
+    *,
+    timeout_s: float = 30.0,
+    on_answer: OnAnswer | None = None,
 ) -> list[Job]:
     """Send every arrival at its scheduled time; returns one finished Job per arrival.
 
@@ -89,11 +105,17 @@ async def drive(
     async with httpx.AsyncClient(base_url=base_url, timeout=timeout_s, limits=limits) as client:
         t0 = time.monotonic()
         await asyncio.gather(
-            *(_one(client, "/infer", job, a, t0) for job, a in zip(jobs, arrivals, strict=True))
+            *(_one(client, job, a, t0, on_answer) for job, a in zip(jobs, arrivals, strict=True))
         )
     return jobs
 
 
-def run_load(base_url: str, arrivals: Sequence[Arrival], *, timeout_s: float = 30.0) -> list[Job]:
+def run_load(
+    base_url: str,
+    arrivals: Sequence[Arrival],
+    *,
+    timeout_s: float = 30.0,
+    on_answer: OnAnswer | None = None,
+) -> list[Job]:
     """Synchronous wrapper for the experiment runner and the benchmarks."""
-    return asyncio.run(drive(base_url, arrivals, timeout_s=timeout_s))
+    return asyncio.run(drive(base_url, arrivals, timeout_s=timeout_s, on_answer=on_answer))

@@ -14,16 +14,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, get_args
 
-import matplotlib
-
-matplotlib.use("Agg")  # headless, like every other plot of the runner
-
-import matplotlib.pyplot as plt
 from pydantic import ValidationError
 
 from loadgen.arrivals import capacity_jobs_per_s, poisson_arrivals
+from loadgen.compare_plot import plot_compare
 from loadgen.config import ExperimentConfig
 from loadgen.experiment import build_service_model, check_runnable, simulate_run
+from predictor.progress import Progress
 from scheduling.config import PolicyName, SchedulerConfig
 from scheduling.config_errors import ConfigError, format_errors
 
@@ -39,7 +36,7 @@ COMPARE_COLUMNS: tuple[str, ...] = (
     "batch_p99_ms",
     "throughput_samples_per_s",
     "batch_throughput_samples_per_s",
-    "fairness",
+    "batch_to_interactive_wait_ratio",
 )
 #: Markdown headers, one per column (same order).
 _MD_HEADERS: tuple[str, ...] = (
@@ -53,7 +50,7 @@ _MD_HEADERS: tuple[str, ...] = (
     "batch P99 (ms)",
     "throughput (samples/s)",
     "batch throughput (samples/s)",
-    "fairness",
+    "mean batch wait ÷ mean interactive wait",
 )
 
 
@@ -111,7 +108,7 @@ def _row(policy: str, load: float, rate: float, summary: dict[str, Any]) -> dict
         "batch_p99_ms": batch["latency_ms"]["e2e"]["p99"],
         "throughput_samples_per_s": summary["throughput"]["samples_per_s"],
         "batch_throughput_samples_per_s": batch["throughput"]["samples_per_s"],
-        "fairness": summary["fairness"],
+        "batch_to_interactive_wait_ratio": summary["batch_to_interactive_wait_ratio"],
     }
 
 
@@ -135,6 +132,7 @@ def run_compare(
     out = Path(out_dir)
     (out / "summaries").mkdir(parents=True, exist_ok=True)
     rows = []
+    progress = None if quiet else Progress(len(loads) * len(variants), "compare", unit="run")
     for load in loads:
         rate = load * capacity
         arrivals = poisson_arrivals(config, rate, config.duration_s, config.seed)
@@ -144,10 +142,14 @@ def run_compare(
             rows.append(_row(policy, load, rate, run.summary))
             summary_path = out / "summaries" / f"{policy}-load{load:g}.json"
             summary_path.write_text(json.dumps(run.summary, indent=2, allow_nan=False) + "\n")
+            if progress:
+                progress.update(detail=f"{policy} at load {load:g}: {_brief(rows[-1])}")
+    if progress:
+        progress.close()
     write_compare_csv(rows, out / "compare.csv")
     markdown = compare_markdown(rows)
     (out / "compare.md").write_text(markdown + "\n")
-    plot_compare(rows, out / "compare.png", title=config.name)
+    plot_compare(rows, out / "compare.png", title=config.name, slo_ms=config.slo_ms.model_dump())
     if not quiet:
         print(
             f"{config.name}: capacity {capacity:.2f} jobs/s; {len(loads)} loads x "
@@ -156,6 +158,17 @@ def run_compare(
         print(markdown)
         print(f"\nresults: {out}")
     return rows
+
+
+def _brief(row: dict[str, Any]) -> str:
+    """Per class: attainment and P99 of one compare row, for its progress line."""
+    parts = []
+    for cls in ("interactive", "batch"):
+        attained, p99 = row[f"{cls}_slo_attainment"], row[f"{cls}_p99_ms"]
+        if attained is not None:
+            p99_text = _md_cell("p99", p99)
+            parts.append(f"{cls} {_md_cell('attainment', attained)} met, P99 {p99_text} ms")
+    return "; ".join(parts) or "no jobs"
 
 
 def default_out_dir(config: ExperimentConfig, root: str | Path = "results") -> Path:
@@ -187,7 +200,7 @@ def _md_cell(column: str, value: Any) -> str:
         return f"{100 * value:.1f}%"
     if column == "load":
         return f"{value:g}"
-    if column in ("fairness", "arrival_rate_jobs_per_s"):
+    if column in ("batch_to_interactive_wait_ratio", "arrival_rate_jobs_per_s"):
         return f"{value:.2f}"
     if isinstance(value, float):
         return f"{value:.1f}"
@@ -203,44 +216,3 @@ def compare_markdown(rows: Sequence[dict[str, Any]]) -> str:
     for r in rows:
         lines.append("| " + " | ".join(_md_cell(c, r[c]) for c in COMPARE_COLUMNS) + " |")
     return "\n".join(lines)
-
-
-def plot_compare(rows: Sequence[dict[str, Any]], path: Path, title: str = "") -> Path:
-    """Interactive SLO attainment and batch throughput vs load, one line per policy."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
-    for i, policy in enumerate(dict.fromkeys(r["scheduler"] for r in rows)):
-        # Distinct markers keep policies apart where their lines coincide (light load).
-        style = {"marker": _MARKERS[i % len(_MARKERS)], "lw": 2, "ms": 7, "label": policy}
-        mine = sorted((r for r in rows if r["scheduler"] == policy), key=lambda r: r["load"])
-        loads = [r["load"] for r in mine]
-        attain = [_pct_or_nan(r["interactive_slo_attainment"]) for r in mine]
-        tput = [_or_nan(r["batch_throughput_samples_per_s"]) for r in mine]
-        left.plot(loads, attain, **style)
-        right.plot(loads, tput, **style)
-    left.set_title("Interactive SLO attainment")
-    left.set_xlabel("offered load (fraction of unbatched capacity)")
-    left.set_ylabel("interactive jobs within SLO (%)")
-    left.set_ylim(0, 105)
-    right.set_title("Batch throughput")
-    right.set_xlabel("offered load (fraction of unbatched capacity)")
-    right.set_ylabel("batch throughput (samples/s)")
-    right.set_ylim(bottom=0)
-    for ax in (left, right):
-        ax.grid(True, alpha=0.3)
-        ax.legend(title="policy")
-    fig.suptitle(f"Scheduler comparison — {title}" if title else "Scheduler comparison")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-_MARKERS = ("o", "s", "^", "D", "v", "P")
-
-
-def _or_nan(value: float | None) -> float:
-    return float("nan") if value is None else value
-
-
-def _pct_or_nan(value: float | None) -> float:
-    return float("nan") if value is None else 100.0 * value

@@ -8,8 +8,9 @@ sim-vs-live difference. Both hand their finished jobs to the same report and plo
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -23,6 +24,7 @@ from loadgen.config import WORKLOADS, ConfigError, ExperimentConfig
 from loadgen.plots import plot_all
 from loadgen.report import JobArrays, format_summary, summarize, write_summary, write_trace
 from predictor.profile_table import ProfileError, ProfileTable
+from predictor.progress import Progress, say
 from scheduling.job import Job
 from scheduling.lane_groups import ServiceModels, model_for
 from scheduling.service_time import FixedServiceTime, ServiceTimeModel
@@ -204,6 +206,7 @@ def simulate_run(
     service_model: ServiceModels,
     *,
     info: dict[str, Any] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> SimRun:
     """Simulate `arrivals` under `config.scheduler` and summarise the jobs.
 
@@ -224,6 +227,8 @@ def simulate_run(
         seed=config.seed,
         policy_model=policy_model,
         cores=config.cores(),
+        request_cpu_s=config.service_time.request_cpu_ms / 1e3,
+        progress=progress,
     )
     wall_s = time.perf_counter() - started
     arrays = JobArrays.from_jobs(result.jobs)
@@ -267,6 +272,17 @@ def write_config_copy(config: ExperimentConfig, path: Path) -> Path:
     return path
 
 
+@dataclass(frozen=True)
+class RunOutcome:
+    """What one run produced, simulated or live; `twin` is a live run's simulated twin."""
+
+    jobs: list[Job]
+    arrays: JobArrays
+    summary: dict[str, Any]
+    how: str
+    twin: JobArrays | None = None
+
+
 def live_run(
     config: ExperimentConfig,
     arrivals: Sequence[Arrival],
@@ -274,12 +290,13 @@ def live_run(
     *,
     info: dict[str, Any],
     url: str | None = None,
-) -> tuple[list[Job], JobArrays, dict[str, Any]]:
+    show_progress: bool = False,
+) -> RunOutcome:
     """Drive a real gateway with `arrivals`; the summary gains `sim_vs_live` with a twin."""
     from loadgen.live import run_live, sim_vs_live
 
     started = time.perf_counter()
-    jobs = run_live(config, arrivals, url=url)
+    jobs = run_live(config, arrivals, url=url, show_progress=show_progress)
     arrays = JobArrays.from_jobs(jobs)
     extra = {
         **info,
@@ -291,10 +308,51 @@ def live_run(
     ends = [j.end for j in jobs if j.end is not None]
     window = max([config.duration_s, *ends])
     summary = summarize(arrays, config.model_dump(mode="json"), window, extra=extra)
-    if config.live.twin:
-        twin = simulate_run(config, arrivals, service_model, info=info)
-        summary["sim_vs_live"] = sim_vs_live(summary, twin.summary)
-    return jobs, arrays, summary
+    how = f"sent live to {url or config.live.url or 'a started gateway'}"
+    if not config.live.twin:
+        return RunOutcome(jobs, arrays, summary, how)
+    with _counting(len(arrivals), "simulated twin", show_progress) as progress:
+        twin = simulate_run(config, arrivals, service_model, info=info, progress=progress)
+    summary["sim_vs_live"] = sim_vs_live(summary, twin.summary)
+    return RunOutcome(jobs, arrays, summary, how, twin=twin.arrays)
+
+
+@contextlib.contextmanager
+def _counting(total: int, label: str, show: bool) -> Iterator[Callable[[int, int], None] | None]:
+    """A simulation's progress callback: a bar or percent lines, or None when quiet."""
+    if not show:
+        yield None
+        return
+    with Progress(total, label, unit="arrival", steps=False) as bar:
+        yield lambda done, _total: bar.advance_to(done)
+        bar.advance_to(total)  # the simulator reports about every 1 %, not the last arrival
+
+
+def _simulated(
+    config: ExperimentConfig,
+    arrivals: Sequence[Arrival],
+    model: ServiceModels,
+    info: dict[str, Any],
+    show_progress: bool,
+) -> RunOutcome:
+    with _counting(len(arrivals), "simulate", show_progress) as progress:
+        run = simulate_run(config, arrivals, model, info=info, progress=progress)
+    how = f"simulated {run.result.sim_time:.1f}s in {run.wall_s:.2f}s"
+    return RunOutcome(run.result.jobs, run.arrays, run.summary, how)
+
+
+def _write_results(config: ExperimentConfig, run: RunOutcome, out: Path) -> None:
+    """trace.csv, summary.json, config.yaml and plots/ (with sim_vs_live.png for a twin)."""
+    write_trace(run.jobs, out / "trace.csv", arrays=run.arrays)
+    write_summary(run.summary, out / "summary.json")
+    write_config_copy(config, out / "config.yaml")
+    title = f"{config.name} ({config.scheduler.policy})"
+    plot_all(run.arrays, out / "plots", title=title)
+    if run.twin is not None:
+        from loadgen.sim_vs_live_plot import PLOT_NAME, plot_sim_vs_live
+
+        slos = run.summary["slo_ms"]
+        plot_sim_vs_live(run.arrays, run.twin, out / "plots" / PLOT_NAME, slos, title)
 
 
 def run_experiment(
@@ -308,8 +366,12 @@ def run_experiment(
     """Run one experiment and write trace.csv, summary.json, config.yaml and plots/.
 
     Returns the run directory `out_root/<run_id>`. Raises ConfigError for a
-    config the runner cannot execute (missing profile rows).
+    config the runner cannot execute (missing profile rows). Unless `quiet`, the
+    steps are reported on stderr as they happen and the results printed at the end.
     """
+    note = (lambda _text: None) if quiet else say
+    if config.predictor.enabled and config.predictor.train_from:
+        note(f"training the latency predictor on {config.predictor.train_from}")
     check_runnable(config)
     model = build_service_model(config)
     rate = arrival_rate(config, model)
@@ -319,29 +381,28 @@ def run_experiment(
         "capacity_jobs_per_s": capacity_jobs_per_s(config, model),
     }
     arrivals = poisson_arrivals(config, rate, config.duration_s, config.seed)
+    note(
+        f"{config.name}: {len(arrivals):,} arrivals over {config.duration_s:g} s at "
+        f"{rate:.2f} jobs/s ({'live' if config.mode == 'live' else 'simulated'})"
+    )
     if config.mode == "live":
-        jobs, arrays, summary = live_run(config, arrivals, model, info=info, url=url)
-        how = f"sent live to {url or config.live.url or 'a started gateway'}"
+        run = live_run(config, arrivals, model, info=info, url=url, show_progress=not quiet)
     else:
-        run = simulate_run(config, arrivals, model, info=info)
-        jobs, arrays, summary = run.result.jobs, run.arrays, run.summary
-        how = f"simulated {run.result.sim_time:.1f}s in {run.wall_s:.2f}s"
+        run = _simulated(config, arrivals, model, info, not quiet)
     out = fresh_run_dir(Path(out_root), run_id or make_run_id(config))
-    summary["run"]["run_id"] = out.name
-    write_trace(jobs, out / "trace.csv", arrays=arrays)
-    write_summary(summary, out / "summary.json")
-    write_config_copy(config, out / "config.yaml")
-    plot_all(arrays, out / "plots", title=f"{config.name} ({config.scheduler.policy})")
+    run.summary["run"]["run_id"] = out.name
+    note(f"writing trace.csv, summary.json, config.yaml and plots/ to {out}")
+    _write_results(config, run, out)
     if not quiet:
         print(
             f"{config.name}: policy={config.scheduler.policy} lanes={config.scheduler.lanes} "
             f"rate={rate:.2f} jobs/s (load {rate / info['capacity_jobs_per_s']:.2f}) "
-            f"jobs={len(arrivals)} {how}"
+            f"jobs={len(arrivals)} {run.how}"
         )
-        print(format_summary(summary))
-        if "sim_vs_live" in summary:
+        print(format_summary(run.summary))
+        if "sim_vs_live" in run.summary:
             from loadgen.live import format_sim_vs_live
 
-            print(format_sim_vs_live(summary["sim_vs_live"]))
+            print(format_sim_vs_live(run.summary["sim_vs_live"]))
         print(f"results: {out}")
     return out

@@ -7,12 +7,14 @@ live run and its simulated twin make decisions under the same config.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from loadgen.client import run_load
 from loadgen.config import ExperimentConfig
 from loadgen.gateway_process import gateway
+from predictor.progress import Progress, say
 from scheduling.job import JOB_CLASSES, Job
 from scheduling.simulator import Arrival
 
@@ -42,15 +44,40 @@ def gateway_config_for(config: ExperimentConfig) -> dict[str, Any]:
 
 
 def run_live(
-    config: ExperimentConfig, arrivals: Sequence[Arrival], url: str | None = None
+    config: ExperimentConfig,
+    arrivals: Sequence[Arrival],
+    url: str | None = None,
+    *,
+    show_progress: bool = False,
 ) -> list[Job]:
-    """Send `arrivals` open-loop to the gateway at `url` (or a started one)."""
+    """Send `arrivals` open-loop to the gateway at `url` (or a started one).
+
+    With `show_progress`, the gateway's start and the answers are reported on stderr.
+    """
     url = url or config.live.url
     timeout = config.live.request_timeout_s
+    note = say if show_progress else _quiet
     if url:
-        return run_load(url.rstrip("/"), arrivals, timeout_s=timeout)
+        return _send(url.rstrip("/"), arrivals, timeout, show_progress)
+    note(
+        "starting a gateway for the live run: it exports, loads and calibrates its models "
+        f"before it is ready (at most {config.live.ready_timeout_s:g} s)"
+    )
+    started = time.monotonic()
     with gateway(gateway_config_for(config), ready_timeout_s=config.live.ready_timeout_s) as base:
+        note(f"gateway ready at {base} after {time.monotonic() - started:.1f} s")
+        return _send(base, arrivals, timeout, show_progress)
+
+
+def _send(base: str, arrivals: Sequence[Arrival], timeout: float, show: bool) -> list[Job]:
+    if not show:
         return run_load(base, arrivals, timeout_s=timeout)
+    with Progress(len(arrivals), f"live requests to {base}", unit="answer", steps=False) as bar:
+        return run_load(base, arrivals, timeout_s=timeout, on_answer=bar.update)
+
+
+def _quiet(_text: str) -> None:
+    """`say` when progress is off."""
 
 
 def sim_vs_live(live: dict[str, Any], sim: dict[str, Any]) -> dict[str, Any]:

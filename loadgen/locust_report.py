@@ -268,8 +268,10 @@ def summarize_locust(run: LocustRun) -> dict[str, Any]:
         "source": "locust",
         "window_s": run.window_s,
         **overall,
+        # Per class, as report.py writes it: one figure would mix 100 ms and 1000 ms.
+        "slo_ms": {cls: group["slo_ms"] for cls, group in classes.items()},
         "outcomes": outcomes,
-        "fairness": None,
+        "batch_to_interactive_wait_ratio": None,  # Locust reports no queue waits
         "classes": classes,
         "run": {"users": run.users, "files": run.files},
         "config": {},

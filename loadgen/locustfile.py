@@ -36,9 +36,11 @@ MLWS_INTERACTIVE_WEIGHT (3), ``--batch-weight`` MLWS_BATCH_WEIGHT (1),
 MLWS_BATCH_MIN (4), ``--batch-max`` MLWS_BATCH_MAX (16), ``--wait-min`` /
 ``--wait-max`` MLWS_WAIT_MIN / MLWS_WAIT_MAX (think time, s: 0.05 / 0.5),
 ``--mlws-rate`` MLWS_RATE (jobs/s per user; 0: think time instead),
-``--mlws-arrivals`` MLWS_ARRIVALS (poisson or uniform gaps at that rate), and
+``--mlws-arrivals`` MLWS_ARRIVALS (poisson or uniform gaps at that rate),
 ``--interactive-slo-ms`` / ``--batch-slo-ms`` MLWS_INTERACTIVE_SLO_MS /
-MLWS_BATCH_SLO_MS (the request's `slo_ms`; 0: the gateway's class default).
+MLWS_BATCH_SLO_MS (the request's `slo_ms`; 0: the gateway's class default), and
+``--mlws-token-file`` MLWS_TOKEN_FILE (a file holding a bearer token with the
+inference role, for a gateway with access control; sent as ``Authorization: Bearer``).
 
 Open loop, approximately. Plain Locust is closed loop: a user waits for its
 answer, so a slow gateway slows its own load. With ``--mlws-rate R`` each user
@@ -84,6 +86,7 @@ OPTIONS: tuple[tuple[str, str, type, Any, str], ...] = (
     ("--mlws-arrivals", "MLWS_ARRIVALS", str, "poisson", "poisson or uniform gaps at the rate"),
     ("--interactive-slo-ms", "MLWS_INTERACTIVE_SLO_MS", float, 0.0, "0: the class default"),
     ("--batch-slo-ms", "MLWS_BATCH_SLO_MS", float, 0.0, "0: the class default"),
+    ("--mlws-token-file", "MLWS_TOKEN_FILE", str, "", "bearer token file; empty: no token"),
 )
 #: Arrivals each user class dropped for lagging, this run. Module state because
 #: Locust's users share the process and nothing else outlives them; reset per test.
@@ -175,6 +178,10 @@ class GatewayUser(HttpUser):
         self.schedule = Schedule(rate, poisson, self.rng) if rate > 0 else None
         self.think = (setting(env, "--wait-min"), setting(env, "--wait-max"))
         self.slo_ms = setting(env, f"--{self.job_class}-slo-ms")
+        token_file = setting(env, "--mlws-token-file")
+        if token_file:
+            with open(token_file, encoding="utf-8") as f:
+                self.client.headers["Authorization"] = f"Bearer {f.read().strip()}"
 
     def wait_time(self) -> float:
         """Until the next scheduled arrival (--mlws-rate), else a uniform think time."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -18,6 +19,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
+from loadgen.plot_axes import label_log_axis
 from loadgen.report import PERCENTILES, JobArrays
 from scheduling.job import JOB_CLASSES, Job
 
@@ -45,15 +47,28 @@ def _finite(values: np.ndarray) -> np.ndarray:
     return values[np.isfinite(values)]
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def save_figure(fig: Figure, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 
 
-def _no_data(ax: plt.Axes) -> None:
+def no_data(ax: plt.Axes) -> None:
     ax.text(0.5, 0.5, "no completed jobs", ha="center", va="center", transform=ax.transAxes)
+
+
+def cdf_points(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(latencies, fraction ≤ each) of at most CDF_POINTS quantiles of `values` (non-empty)."""
+    probs = np.linspace(0.0, 1.0, min(CDF_POINTS, values.size))
+    return np.quantile(values, probs), probs
+
+
+def log_x_if_wide(ax: plt.Axes, lo: float, hi: float) -> None:
+    """Interactive and batch latencies differ by 10x or more: a log axis shows both."""
+    if hi / lo > 20:
+        ax.set_xscale("log")
+        label_log_axis(ax.xaxis, lo, hi)
 
 
 def plot_latency_cdf(a: JobArrays, path: Path, title: str) -> Path:
@@ -64,25 +79,22 @@ def plot_latency_cdf(a: JobArrays, path: Path, title: str) -> Path:
         e2e = _finite(a.e2e_ms[a.of_class(cls) & a.ok])
         if e2e.size == 0:
             continue
-        probs = np.linspace(0.0, 1.0, min(CDF_POINTS, e2e.size))
-        xs = np.quantile(e2e, probs)
+        xs, probs = cdf_points(e2e)
         ax.plot(xs, probs, color=CLASS_COLORS[cls], lw=2, label=f"{cls} (n={e2e.size:,})")
         slo = _class_slo_ms(a, cls)
         ax.axvline(slo, color=CLASS_COLORS[cls], ls="--", lw=1.2, label=f"{cls} SLO {slo:g} ms")
         lo, hi = min(lo, max(xs[0], 1e-3), slo), max(hi, xs[-1], slo)
     if hi > 0:
-        # Interactive and batch latencies differ by 10x or more: a log axis shows both.
-        if hi / lo > 20:
-            ax.set_xscale("log")
+        log_x_if_wide(ax, lo, hi)
         ax.legend(loc="lower right")
     else:
-        _no_data(ax)
+        no_data(ax)
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("end-to-end latency (ms)")
     ax.set_ylabel("fraction of jobs ≤ latency")
     ax.set_title(f"End-to-end latency CDF — {title}")
     ax.grid(True, which="both", alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_slo_violations(a: JobArrays, path: Path, title: str) -> Path:
@@ -118,43 +130,50 @@ def plot_slo_violations(a: JobArrays, path: Path, title: str) -> Path:
     ax.set_title(f"SLO violations — {title}")
     ax.legend(loc="upper right")
     ax.grid(True, axis="y", alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
+
+
+#: A value written beside its dot.
+_VALUE_LABEL: dict[str, Any] = {"textcoords": "offset points", "va": "center", "fontsize": 8}
 
 
 def plot_latency_percentiles(a: JobArrays, path: Path, title: str) -> Path:
-    """P50/P95/P99 end-to-end latency bars per class, SLOs as dashed lines."""
+    """P50/P95/P99 end-to-end latency per class as dots on a log axis, SLOs dashed.
+
+    Dots, not bars: a bar's length on a log axis measures from an arbitrary floor.
+    """
     fig, ax = plt.subplots(figsize=(8, 5))
     classes = _classes(a)
-    width = 0.8 / max(len(classes), 1)
     x = np.arange(len(PERCENTILES))
-    drawn = False
+    lo, hi = np.inf, 0.0
     for i, cls in enumerate(classes):
         e2e = _finite(a.e2e_ms[a.of_class(cls) & a.ok])
         if e2e.size == 0:
             continue
         values = np.percentile(e2e, PERCENTILES)
-        bars = ax.bar(
-            x + (i - (len(classes) - 1) / 2) * width,
-            values,
-            width,
-            label=cls,
-            color=CLASS_COLORS[cls],
-        )
-        ax.bar_label(bars, labels=[f"{v:.0f}" for v in values], padding=2, fontsize=8)
+        xs = x + (i - (len(classes) - 1) / 2) * 0.12
+        color = CLASS_COLORS[cls]
+        ax.plot(xs, values, color=color, marker="o", ms=9, ls="none", label=cls)
+        for xv, v in zip(xs, values, strict=True):
+            text = f"{v:.0f} ms" if v >= 100 else f"{v:.3g} ms"
+            ax.annotate(text, (xv, v), xytext=(8, 0), **_VALUE_LABEL, color=color)
         slo = _class_slo_ms(a, cls)
-        ax.axhline(slo, color=CLASS_COLORS[cls], ls="--", lw=1.2, label=f"{cls} SLO {slo:g} ms")
-        drawn = True
-    if drawn:
+        ax.axhline(slo, color=color, ls="--", lw=1.2, label=f"{cls} SLO {slo:g} ms")
+        lo, hi = min(lo, float(values.min()), slo), max(hi, float(values.max()), slo)
+    if hi > 0:
         ax.set_yscale("log")
+        ax.set_ylim(lo / 1.6, hi * 1.6)
+        label_log_axis(ax.yaxis, lo / 1.6, hi * 1.6)
         ax.legend(loc="upper left")
     else:
-        _no_data(ax)
+        no_data(ax)
     ax.set_xticks(x, [f"P{p}" for p in PERCENTILES])
-    ax.set_xlabel("percentile")
+    ax.set_xlim(-0.5, len(PERCENTILES) - 0.3)
+    ax.set_xlabel("percentile of completed jobs")
     ax.set_ylabel("end-to-end latency (ms, log scale)")
     ax.set_title(f"Latency percentiles — {title}")
-    ax.grid(True, axis="y", which="both", alpha=0.3)
-    return _save(fig, path)
+    ax.grid(True, axis="y", which="major", alpha=0.3)
+    return save_figure(fig, path)
 
 
 def plot_wait_time_dist(a: JobArrays, path: Path, title: str) -> Path:
@@ -164,7 +183,7 @@ def plot_wait_time_dist(a: JobArrays, path: Path, title: str) -> Path:
     for ax, cls in zip(axes[0], classes, strict=True):
         wait = _finite(a.wait_ms[a.of_class(cls) & a.ok])
         if wait.size == 0:
-            _no_data(ax)
+            no_data(ax)
         else:
             ax.hist(
                 wait, bins=60, color=CLASS_COLORS[cls], alpha=0.8, label=f"{cls} (n={wait.size:,})"
@@ -178,7 +197,7 @@ def plot_wait_time_dist(a: JobArrays, path: Path, title: str) -> Path:
         ax.set_title(f"{cls} wait")
         ax.grid(True, alpha=0.3)
     fig.suptitle(f"Queue wait distribution — {title}")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_all(jobs: Sequence[Job] | JobArrays, out_dir: str | Path, title: str = "") -> list[Path]:

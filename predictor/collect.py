@@ -8,11 +8,11 @@
         batch_sizes=[1, 8, 32, 128],
         backends=["pytorch"],
         precisions=["fp32"],
-        output_path="results/profiles.csv",
+        output_path="results/seed_profiles.csv",
     )
     predictor = LatencyPredictor(model_type="random_forest")
-    predictor.train("results/profiles.csv")
-    predictor.save("models/predictor.mlws")
+    predictor.train("results/seed_profiles.csv")
+    predictor.save("models/seed_predictor.mlws")
 
 The seed passed workload *classes* as the mapping's values; here the models are
 defined once in the workload catalogue (`mlws models`), so a key names a
@@ -24,11 +24,11 @@ the key as a user workload. The CSV is exactly `mlws profile`'s.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from predictor.profiler import ProfileRow, ProfileSettings, print_progress, profile, write_csv
+from predictor.profiler import ProfileRow, ProfileSettings, profile_to_csv
 
 #: The seed's short names for catalogue workloads.
 ALIASES: dict[str, str] = {"vit": "vit_b_16", "vit_b16": "vit_b_16"}
@@ -74,35 +74,28 @@ def collect_profiling_data(
     device: str = "auto",
     settings: ProfileSettings | None = None,
     onnx_dir: str | Path = "models/onnx",
-    verbose: bool = False,
+    verbose: bool = True,
 ) -> list[ProfileRow]:
     """Profile every (workload, backend, precision, batch size, threads) and write the CSV.
 
     `threads` defaults to the CLI's (cores ÷ 2: two lanes); `settings` to
-    `ProfileSettings()`. Returns the rows written to `output_path`.
+    `ProfileSettings()`. With `verbose` (the default) each load and each measured
+    combination is reported on stderr: a progress bar on a terminal, one line per
+    combination elsewhere. Returns the rows written to `output_path`.
     """
     names = _workload_names(workloads)
     if not batch_sizes or any(int(b) < 1 for b in batch_sizes):
         raise ValueError(f"batch_sizes must be integers >= 1, got {list(batch_sizes)}")
     _check_choices(backends, precisions, device)
-    measured = profile(
+    return profile_to_csv(
+        output_path,
         names,
         list(backends),
         list(precisions),
         [int(b) for b in batch_sizes],
         list(threads or [max(1, (os.cpu_count() or 1) // 2)]),
+        show_progress=verbose,
         device=device,
         settings=settings,
         onnx_dir=onnx_dir,
-        progress=print_progress if verbose else None,
     )
-    rows: list[ProfileRow] = []
-
-    def keep(row_iter: Iterator[ProfileRow]) -> Iterator[ProfileRow]:
-        # Rows reach the file as they are measured (a long run leaves a usable partial CSV).
-        for row in row_iter:
-            rows.append(row)
-            yield row
-
-    write_csv(keep(measured), output_path)
-    return rows

@@ -118,15 +118,17 @@ def format_report(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def describe_rows(data: ProfileData) -> str:
+    """`18 rows: resnet18, resnet50 at batch 2, 8, 32`: which rows an evaluation used."""
+    workloads = ", ".join(sorted(set(data.workload.astype(str).tolist())))
+    sizes = ", ".join(str(int(b)) for b in np.unique(data.batch_size))
+    return f"{len(data)} rows: {workloads} at batch {sizes}"
+
+
 def plot_predictions(
     predictor: LatencyPredictor, data: ProfileData, path: str | Path, q: float = 0.95
 ) -> Path:
-    """Predicted vs measured on log-log axes: one marker per workload/backend, y = x line.
-
-    Filled markers: the mean prediction against the measured statistic; hollow
-    markers of the same shape: the q-quantile prediction against the measured
-    p95 (when the rows have it), to show the margin the tail estimate keeps.
-    """
+    """Write `predictions_figure` to `path` (PNG)."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only; never open a window
@@ -134,11 +136,27 @@ def plot_predictions(
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    fig = predictions_figure(predictor, data, q)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def predictions_figure(predictor: LatencyPredictor, data: ProfileData, q: float = 0.95) -> Any:
+    """Predicted vs measured on log-log axes: one marker per workload/backend, y = x line.
+
+    Filled markers: the mean prediction against the measured statistic; hollow
+    markers of the same shape: the q-quantile prediction against the measured
+    p95 (when the rows have it), to show the margin the tail estimate keeps. The
+    title names the rows plotted (the test set) and the error on them.
+    """
+    import matplotlib.pyplot as plt
+
     measured = data.stat(predictor.stat)
     predicted = np.asarray(predictor.predict(data))
     predicted_q = np.asarray(predictor.predict_quantile(data, q))
     groups = data.groups()
-    fig, ax = plt.subplots(figsize=(6.4, 5.6))
+    fig, ax = plt.subplots(figsize=(7.6, 6.6))
     markers = "osD^v<>pPX*h"
     for i, g in enumerate(sorted(set(groups.tolist()))):
         rows = groups == g
@@ -159,11 +177,26 @@ def plot_predictions(
     for factor in (0.9, 1.1):
         ax.plot([lo, hi], [lo * factor, hi * factor], color="grey", linestyle=":", linewidth=1)
     ax.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi))
-    ax.set_xlabel(f"measured {predictor.stat} (ms)")
-    ax.set_ylabel("predicted (ms)")
-    ax.set_title(f"{predictor.model_type}: predicted vs measured (dotted ±10 %)")
-    ax.legend(fontsize="small", title=f"hollow: q{q:g} vs p95", title_fontsize="small")
+    _label(ax, predictor, data, q)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return fig
+
+
+def _label(ax: Any, predictor: LatencyPredictor, data: ProfileData, q: float) -> None:
+    """Axes named per marker kind; the title names the test set and the error on it."""
+    hollow = "p95_ms" in data.stats
+    ax.set_xlabel(
+        f"measured (ms): filled = {predictor.stat}" + (", hollow = p95_ms" if hollow else "")
+    )
+    ax.set_ylabel(
+        f"predicted (ms): filled = {predictor.stat}"
+        + (f", hollow = q{q:g} quantile" if hollow else "")
+    )
+    result = evaluate_predictor(predictor, data, q)
+    ax.set_title(
+        f"{predictor.model_type} on the test set: {describe_rows(data)}\n"
+        f"MAPE {result['mape']:.1f} % ({predictor.stat}); q{q:g} covers "
+        f"{100 * result['coverage']:.1f} % of runs; dotted ±10 %",
+        fontsize="medium",
+    )
+    ax.legend(fontsize="small", title="workload / backend", title_fontsize="small")

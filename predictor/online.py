@@ -19,11 +19,18 @@ Pure: observations come in as arguments, nothing here reads a clock.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from scheduling.service_time import ServiceTimeModel
 
 Group = tuple[str, str, str]
+#: The planning estimate's quantile, and how many recent runs per bucket it is read from.
+PLAN_QUANTILE = 0.95
+PLAN_WINDOW = 200
+#: Runs of a bucket before its deviations count toward the planning quantile.
+SETTLED_RUNS = 10
 
 
 @dataclass
@@ -88,6 +95,17 @@ class OnlineServiceTime:
         return len(self._lines)
 
 
+def linear_quantile(values: Iterable[float], q: float) -> float:
+    """numpy's default (linear) quantile of a few hundred floats, in plain Python: it
+    runs after every dispatch, on the event loop, where numpy's call overhead is the
+    larger part of the cost at this size."""
+    ranked = sorted(values)
+    pos = q * (len(ranked) - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(ranked) - 1)
+    return ranked[lo] + (ranked[hi] - ranked[lo]) * (pos - lo)
+
+
 def bucket_of(samples: int) -> int:
     """Batch-size bucket: 0 for 1 sample, 1 for 2-3, 2 for 4-7, ... (powers of two).
 
@@ -106,34 +124,47 @@ def bucket_label(bucket: int) -> str:
 
 @dataclass
 class Residual:
-    """An exponentially weighted mean and spread of ln(observed ÷ predicted), bias-corrected.
+    """An exponentially weighted mean of ln(observed ÷ predicted), bias-corrected, and the
+    recent runs' deviations from it.
 
     Bias-corrected (sum of weights kept) so the first observation counts fully:
     a predictor off by 10× is corrected after one dispatch, not after a half-life.
+    The deviations (each run's log ratio minus the mean as it stood) give the
+    planning quantile empirically: service times on shared cores are skewed
+    (a cold cache, a preempted thread), and a normal spread fitted to them puts
+    the 0.95 quantile far out, where a window of real runs does not.
     """
 
     weight: float = 0.0
     total: float = 0.0
-    total_sq: float = 0.0
     count: int = 0
+    deviations: deque[float] = field(default_factory=lambda: deque(maxlen=PLAN_WINDOW))
+    #: excess(q) per q since the last add: admission asks for it many times per
+    #: request, and a quantile of the window costs tens of microseconds each time.
+    _excess: dict[float, float] = field(default_factory=dict, repr=False)
 
     def add(self, log_ratio: float, keep: float) -> None:
+        # A young mean is still converging: deviations from it measure its error,
+        # not how runs vary, and would inflate the quantile for a whole window.
+        if self.count >= SETTLED_RUNS:
+            self.deviations.append(log_ratio - self.log_ratio)
         self.weight = self.weight * keep + 1.0
         self.total = self.total * keep + log_ratio
-        self.total_sq = self.total_sq * keep + log_ratio * log_ratio
         self.count += 1
+        self._excess.clear()
 
     @property
     def log_ratio(self) -> float:
         return self.total / self.weight if self.weight else 0.0
 
-    @property
-    def spread(self) -> float:
-        """Standard deviation of ln(observed ÷ predicted): how much runs vary."""
-        if not self.weight:
+    def excess(self, q: float = PLAN_QUANTILE) -> float:
+        """The q-quantile of recent runs' log deviation from the mean (0 if none above it)."""
+        if not self.deviations:
             return 0.0
-        mean = self.total / self.weight
-        return math.sqrt(max(0.0, self.total_sq / self.weight - mean * mean))
+        cached = self._excess.get(q)
+        if cached is None:
+            cached = self._excess[q] = max(0.0, linear_quantile(self.deviations, q))
+        return cached
 
     @property
     def ratio(self) -> float:
@@ -145,10 +176,6 @@ class Residual:
 BucketKey = tuple[str, str, str, int]
 
 
-#: z of the normal 0.95 quantile: the planning margin over observed run-to-run spread.
-PLAN_Z = 1.645
-
-
 class ResidualCorrection:
     """A ServiceTimeModel: the base prediction × the residual of its bucket.
 
@@ -156,8 +183,9 @@ class ResidualCorrection:
     residual, measured against that same mean. `plan` is the planning estimate
     admission and dispatch budgets use: `answer` (e.g. a trained 0.95 quantile)
     × the residual, so a quantile keeps its safety margin after correction; or,
-    with no trained quantile, the corrected mean × exp(PLAN_Z × the residual's
-    observed spread), an online 0.95 quantile of how runs vary on these lanes.
+    with no trained quantile, the corrected mean × exp(the 0.95 quantile of the
+    recent runs' deviation from it): an online 0.95 quantile of how runs vary on
+    these lanes.
 
     A bucket never observed borrows the residual of the nearest observed bucket
     of its group (ties: the smaller batch), so a shift seen at batch 1 corrects
@@ -178,7 +206,7 @@ class ResidualCorrection:
         #: Weight an observation keeps per later observation of its bucket.
         self.keep = 0.5 ** (1.0 / half_life)
         self.reference = reference
-        #: A trained quantile model to plan with (None: plan from the observed spread).
+        #: A trained quantile model to plan with (None: plan from the observed runs).
         self.answer = answer
         self._residuals: dict[BucketKey, Residual] = {}
         self._buckets: dict[Group, list[int]] = {}  # observed buckets per group, sorted
@@ -193,7 +221,7 @@ class ResidualCorrection:
         A base that learns online is updated first and the residual measured
         against its updated fit: measured against a fit still learning its first
         points (a line through one batch size extrapolated to 32), the residual
-        would keep that cold-start error, and the planning spread with it."""
+        would keep that cold-start error, and the planning quantile with it."""
         group = (workload, backend, precision)
         bucket = bucket_of(samples)
         before = self.reference.predict(*group, samples)
@@ -230,7 +258,7 @@ class ResidualCorrection:
         else:
             value = self.reference.predict(*group, samples) * factor
             if plan and residual is not None:
-                value *= math.exp(PLAN_Z * residual.spread)
+                value *= math.exp(residual.excess())
         if bucket and group in self._buckets:
             # Never below the largest batch of the bucket beneath (monotone curve).
             value = max(value, self._corrected(group, (1 << bucket) - 1, plan=plan))

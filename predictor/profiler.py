@@ -9,8 +9,8 @@ service-time table of the simulator.
 
 from __future__ import annotations
 
+import contextlib
 import csv
-import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from backends.base import LoadOptions, Runner
+from predictor.progress import Progress
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,8 @@ def measure(runner: Runner, batch_size: int, settings: ProfileSettings) -> Profi
     )
 
 
-Progress = Callable[[int, int, ProfileRow], None]
+#: Called after each combination with (done, total, row).
+RowDone = Callable[[int, int, ProfileRow], None]
 
 
 def profile(
@@ -149,10 +151,12 @@ def profile(
     device: str = "auto",
     settings: ProfileSettings | None = None,
     onnx_dir: str | Path = "models/onnx",
-    progress: Progress | None = None,
+    progress: RowDone | None = None,
+    loading: Callable[[str], None] | None = None,
 ) -> Iterator[ProfileRow]:
     """Yield one row per combination; each (workload, backend, precision, threads)
-    is loaded once and measured at every batch size."""
+    is loaded once and measured at every batch size. `loading` hears of each load
+    (the first ONNX load of a model exports it, which takes a while)."""
     from backends.registry import load_runner
 
     settings = settings or ProfileSettings()
@@ -162,6 +166,8 @@ def profile(
         options = LoadOptions(
             precision=p, device=device, threads=t, seed=settings.seed, onnx_dir=onnx_dir
         )
+        if loading:
+            loading(f"loading {w} on {b} ({p}, {t} thread{'s' if t > 1 else ''})")
         runner = load_runner(w, b, options)
         try:
             for n in batch_sizes:
@@ -197,12 +203,51 @@ def write_csv(rows: Iterator[ProfileRow] | Sequence[ProfileRow], path: Path | st
     return n
 
 
-def print_progress(done: int, total: int, row: ProfileRow) -> None:
-    """One line per combination on stderr: where we are and what was measured."""
-    print(
-        f"[{done}/{total}] {row.workload} {row.backend} {row.precision} bs={row.batch_size} "
+def describe(row: ProfileRow) -> str:
+    """One combination and what was measured, as a progress line says it."""
+    return (
+        f"{row.workload} {row.backend} {row.precision} bs={row.batch_size} "
         f"threads={row.threads}: p50 {row.p50_ms:.1f} ms, {row.samples_per_s:.1f} samples/s "
-        f"({row.repeats} runs)",
-        file=sys.stderr,
-        flush=True,
+        f"({row.repeats} runs)"
     )
+
+
+def profile_to_csv(
+    path: Path | str,
+    workloads: Sequence[str],
+    backends: Sequence[str],
+    precisions: Sequence[str],
+    batch_sizes: Sequence[int],
+    threads: Sequence[int],
+    *,
+    show_progress: bool = True,
+    **options: Any,
+) -> list[ProfileRow]:
+    """`profile` into the CSV at `path`, reporting each combination on stderr (a bar on
+    a terminal, one line per combination elsewhere); returns the rows written.
+
+    `options` are `profile`'s keywords (device, settings, onnx_dir).
+    """
+    total = len(workloads) * len(backends) * len(precisions) * len(threads) * len(batch_sizes)
+    rows: list[ProfileRow] = []
+    bar = Progress(total, "profile", unit="combination") if show_progress else None
+    with bar or contextlib.nullcontext():
+        measured = profile(
+            workloads,
+            backends,
+            precisions,
+            batch_sizes,
+            threads,
+            progress=(lambda _done, _total, row: bar.update(detail=describe(row))) if bar else None,
+            loading=bar.note if bar else None,
+            **options,
+        )
+        # Rows reach the file as they are measured: a long run leaves a usable partial CSV.
+        write_csv(_kept(measured, rows), path)
+    return rows
+
+
+def _kept(rows: Iterator[ProfileRow], into: list[ProfileRow]) -> Iterator[ProfileRow]:
+    for row in rows:
+        into.append(row)
+        yield row

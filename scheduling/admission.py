@@ -7,14 +7,23 @@ dispatches. Each dispatch goes to the lane free first (list scheduling, the
 order the core hands out lanes), so a split job's parts fan out over idle lanes
 exactly as they would run.
 
-The answer is a plan, not a promise: it uses the planning estimate of each
-service time (a high quantile where the model has one), and ignores jobs that
-will arrive later and outrank this one (an interactive job admitted now may
-still be overtaken by a tighter deadline). Shedding catches what the plan missed.
+Each dispatch is an `Estimate`: its mean and its planning excess (the planning
+quantile minus the mean). Dispatches that run one after the other on a lane add
+up as independent times do: means add, and the excess of the chain is the root
+of the summed squares of the excesses (the normal approximation: the 0.95
+quantile of a sum is its mean plus z × its standard deviation, and each excess
+is z × a standard deviation). Adding the quantiles instead would count a slow run
+of every dispatch in the chain at once: two jobs ahead of a third would leave
+room for barely one.
+
+The answer is a plan, not a promise: it ignores jobs that will arrive later and
+outrank this one (an interactive job admitted now may still be overtaken by a
+tighter deadline). Shedding catches what the plan missed.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from heapq import heapify, heapreplace
@@ -22,14 +31,17 @@ from heapq import heapify, heapreplace
 from scheduling.errors import PredictedLate
 from scheduling.job import Job
 
+#: (mean seconds, planning excess in seconds) of one dispatch, or of a lane's chain.
+Estimate = tuple[float, float]
+
 
 @dataclass(frozen=True)
 class Forecast:
     """When an admitted job is predicted to start and finish (seconds, core clock)."""
 
-    #: Start of the job's first dispatch.
+    #: Start of the job's first dispatch (mean).
     start: float
-    #: End of its last dispatch.
+    #: End of its last dispatch, at the planning quantile.
     finish: float
 
 
@@ -42,42 +54,74 @@ def chunk_times(samples: int, cap: int, estimate: Callable[[int], float]) -> lis
     return times
 
 
+def chunk_estimates(
+    samples: int, cap: int, mean: Callable[[int], float], plan: Callable[[int], float]
+) -> list[Estimate]:
+    """(mean, excess) of the dispatches `samples` samples split into at most `cap` each."""
+    return [
+        (m, max(0.0, p - m))
+        for m, p in zip(
+            chunk_times(samples, cap, mean), chunk_times(samples, cap, plan), strict=True
+        )
+    ]
+
+
 def forecast(
-    lane_free: Sequence[float],
-    ahead: Iterable[float],
-    own: Sequence[float],
+    lane_free: Sequence[Estimate],
+    ahead: Iterable[Estimate],
+    own: Sequence[Estimate],
     not_before: float,
 ) -> Forecast:
-    """List-schedule `ahead` then `own` dispatch times on lanes free at `lane_free`.
+    """List-schedule `ahead` then `own` dispatches on lanes free at `lane_free`.
 
-    `not_before` holds the job's own dispatches back (e.g. until its batching
-    window ends); the work ahead is not held.
+    A lane is (mean time it frees, excess² of what runs on it until then); each
+    dispatch goes to the lane that frees first on average. `not_before` holds the
+    job's own dispatches back (e.g. until its batching window ends).
     """
-    lanes = list(lane_free)
+    lanes = [(free, excess * excess) for free, excess in lane_free]
     heapify(lanes)
-    for t in ahead:
-        heapreplace(lanes, lanes[0] + t)
+    for mean, excess in ahead:
+        free, var = lanes[0]
+        heapreplace(lanes, (free + mean, var + excess * excess))
     start = finish = None
-    for t in own:
-        begin = max(lanes[0], not_before)
-        heapreplace(lanes, begin + t)
+    for mean, excess in own:
+        free, var = lanes[0]
+        begin = max(free, not_before)
+        var += excess * excess
+        heapreplace(lanes, (begin + mean, var))
+        end = begin + mean + math.sqrt(var)
         start = begin if start is None else start
-        finish = begin + t if finish is None else max(finish, begin + t)
+        finish = end if finish is None else max(finish, end)
     assert start is not None and finish is not None, "a job has at least one dispatch"
     return Forecast(start, finish)
 
 
-def check_admission(job: Job, now: float, margin: float, plan: Forecast, alone: float) -> None:
+def check_admission(
+    job: Job,
+    now: float,
+    margin: float,
+    plan: Forecast,
+    alone: float,
+    idle: bool,
+    probe: bool = False,
+) -> None:
     """Record the forecast on the job; raise PredictedLate if it would miss its deadline.
 
-    `alone` is the job's own mean service time. A job that would start at once is
-    refused only if even that misses: refusing it on the planning margin would
-    leave its lanes idle, idle lanes teach the service model nothing, and a plan
-    inflated by a burst of slow runs would then refuse every job for ever.
+    `alone` is the job's own mean service time; `idle` says that no lane of its
+    group runs anything and nothing is queued for them. Then the job is refused
+    only if even its mean time misses: refusing it on the planning margin would
+    leave every lane idle, idle lanes teach the service model nothing, and a plan
+    inflated by a burst of slow runs would refuse every job for ever. With any
+    lane busy, the plan decides: a slot that frees under overload goes to the
+    next arrival that fits the plan, not to one that merely fits on average.
+    `probe` (idle lanes that have run nothing for a while) admits the job anyway.
     """
     job.predicted_end = plan.finish
     if plan.finish + margin <= job.deadline:
         return
-    if plan.start <= now and now + alone <= job.deadline:
+    if idle and now + alone <= job.deadline:
+        return
+    if probe:
+        job.probe = True  # never shed: its run is how the model relearns
         return
     raise PredictedLate(job.job_class, plan.finish, job.deadline, job.arrival, plan.start - now)

@@ -7,6 +7,7 @@ never a silent default.
 
 from __future__ import annotations
 
+from statistics import NormalDist
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -163,6 +164,12 @@ class LaneGroupConfig(BaseModel):
         "(SCHED_IDLE on Linux) use every core the normal ones leave idle and yield it at "
         "once when a normal lane, or the gateway's event loop, needs it.",
     )
+    kind: Literal["thread", "process"] | None = Field(
+        None,
+        description="Worker kind of the group's lanes (executor); None: the gateway's "
+        "lanes.kind. Low-priority lanes belong in processes: a low thread preempted while "
+        "it holds the interpreter lock would stall the event loop (priority inversion).",
+    )
 
     @field_validator("classes")
     @classmethod
@@ -197,6 +204,41 @@ class ClassAdmission(BaseModel):
         description="Time admission keeps in hand for what the core does not see "
         "(reading and answering the request, timer jitter).",
     )
+    quantile: float = Field(
+        0.99,
+        gt=0.5,
+        lt=1,
+        allow_inf_nan=False,
+        description="How sure admission must be under load: the quantile of the forecast "
+        "finish that has to meet the deadline. The service models' planning estimate is "
+        "their 0.95 quantile; another level scales its excess over the mean (a normal "
+        "approximation).",
+    )
+    loaded: float = Field(
+        0.5,
+        ge=0,
+        allow_inf_nan=False,
+        description="Offered load of the class's lanes (recent arrivals × mean service ÷ "
+        "lanes) from which `quantile` applies. Below it a job is refused only if its mean "
+        "forecast misses: refusing pays only when another job takes the slot, and under "
+        "light load a refusal is a certain miss where admitting risks a rare late one. "
+        "0: always plan at `quantile`.",
+    )
+
+    probe_s: float = Field(
+        1.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="Idle lanes of the class that have finished nothing for this long "
+        "admit the next job whatever its forecast: the service model learns only from "
+        "runs, and a forecast inflated by a slow spell (a busy machine) would otherwise "
+        "refuse the class for ever. At most one such probe per probe_s while idle.",
+    )
+
+    def excess_scale(self) -> float:
+        """Factor on a 0.95-quantile planning excess that gives this quantile's."""
+        normal = NormalDist()
+        return normal.inv_cdf(self.quantile) / normal.inv_cdf(0.95)
 
 
 _NO_ADMISSION = ClassAdmission()
@@ -204,7 +246,7 @@ _NO_ADMISSION = ClassAdmission()
 
 def _default_admission() -> dict[JobClass, ClassAdmission]:
     return {
-        "interactive": ClassAdmission(refuse_late=True, shed_late=True, margin_ms=15.0),
+        "interactive": ClassAdmission(refuse_late=True, shed_late=True, margin_ms=5.0),
         "batch": ClassAdmission(),
     }
 
@@ -247,9 +289,8 @@ class SchedulerConfig(BaseModel):
         default_factory=_default_admission,
         description="Per class: refuse at submit a job predicted to miss its deadline, and "
         "shed queued jobs that became hopeless. Default: both on for interactive (with a "
-        "15 ms margin: what HTTP and the event loop add beyond the core's view, measured "
-        "at p99 under 5x overload on 2 cores), off for batch (it accepts late work). A "
-        "class left out: both off.",
+        "5 ms margin for the client's side; the live gateway adds its measured event-loop "
+        "lag), off for batch (it accepts late work). A class left out: both off.",
     )
     lane_groups: tuple[LaneGroupConfig, ...] | None = Field(
         None,

@@ -12,7 +12,9 @@ Two models of the machine under the lanes:
   stop entirely while normal ones use every core. A dispatch's service time is
   its work at full speed; its progress rate changes whenever a dispatch starts
   or ends, so ends are recomputed at every event (a handful of running
-  dispatches: cheap).
+  dispatches: cheap). `overhead(cpu_s, now)` adds CPU work that belongs to no
+  lane — the gateway answering a request on its event loop, at normal priority,
+  one thread — so that a flood of requests slows the lanes as it does live.
 
 Both are pure: times are arguments, and the caller's event loop asks
 `next_end()` and collects `finished(now)`.
@@ -46,6 +48,10 @@ class Executor(Protocol):
         """Dispatches ending at or before `now`, in end order; they leave the executor."""
         ...
 
+    def overhead(self, cpu_s: float, now: float) -> None:
+        """`cpu_s` seconds of normal-priority, single-thread work outside the lanes."""
+        ...
+
 
 class IndependentLanes:
     """Each lane on its own cores: end = start + service time."""
@@ -67,6 +73,9 @@ class IndependentLanes:
             out.append(heappop(self._ends)[2])
         return out
 
+    def overhead(self, cpu_s: float, now: float) -> None:
+        """Ignored: lanes with cores of their own share nothing with the event loop."""
+
 
 @dataclass(frozen=True)
 class LaneCpu:
@@ -77,11 +86,17 @@ class LaneCpu:
     priority: str
 
 
+#: How work outside the lanes (the event loop) runs: one thread, normal priority.
+_OVERHEAD = LaneCpu(1, "normal")
+
+
 @dataclass
 class _Running:
-    dispatch: Dispatch
+    #: None for overhead work (no lane, nothing to report when it ends).
+    dispatch: Dispatch | None
     #: Seconds of work left at full speed.
     left: float
+    cpu: LaneCpu
     rate: float = 0.0
 
 
@@ -98,7 +113,14 @@ class SharedCores:
 
     def start(self, dispatch: Dispatch, service_s: float, now: float) -> None:
         self._advance(now)
-        self._running.append(_Running(dispatch, service_s))
+        self._running.append(_Running(dispatch, service_s, self.lanes[dispatch.lane]))
+        self._rates()
+
+    def overhead(self, cpu_s: float, now: float) -> None:
+        if cpu_s <= 0:
+            return
+        self._advance(now)
+        self._running.append(_Running(None, cpu_s, _OVERHEAD))
         self._rates()
 
     def next_end(self) -> float:
@@ -115,7 +137,7 @@ class SharedCores:
             return []
         self._running = [r for r in self._running if r.left > _EPSILON]
         self._rates()
-        return [r.dispatch for r in done]
+        return [r.dispatch for r in done if r.dispatch is not None]
 
     def rate_of(self, dispatch: Dispatch) -> float:
         """The current speed of a running dispatch (1.0: full speed), for tests."""
@@ -132,14 +154,14 @@ class SharedCores:
         self._clock = max(self._clock, now)
 
     def _rates(self) -> None:
-        normal = [r for r in self._running if self.lanes[r.dispatch.lane].priority != "low"]
-        low = [r for r in self._running if self.lanes[r.dispatch.lane].priority == "low"]
-        demand = sum(self.lanes[r.dispatch.lane].threads for r in normal)
+        normal = [r for r in self._running if r.cpu.priority != "low"]
+        low = [r for r in self._running if r.cpu.priority == "low"]
+        demand = sum(r.cpu.threads for r in normal)
         speed = 1.0 if demand <= self.cores else self.cores / demand
         for r in normal:
             r.rate = speed
         left = max(0.0, self.cores - demand)
-        demand_low = sum(self.lanes[r.dispatch.lane].threads for r in low)
+        demand_low = sum(r.cpu.threads for r in low)
         speed_low = min(1.0, left / demand_low) if demand_low else 0.0
         for r in low:
             r.rate = speed_low

@@ -47,6 +47,8 @@ class Job:
     #: Samples not yet handed to a dispatch, and parts still running.
     remaining: int = field(default=-1, repr=False)
     parts_in_flight: int = field(default=0, repr=False)
+    #: Admitted as a probe of idle lanes despite its forecast: never shed.
+    probe: bool = field(default=False, repr=False)
     #: Why the job ended without "ok" (failure reason, shedding, cancellation).
     error: str | None = None
     #: When admission predicted the job would finish (None: not forecast).

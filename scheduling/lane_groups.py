@@ -8,14 +8,19 @@ dispatch budget (`max_dispatch_ms`), which bound the caps learned here.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
+from scheduling.admission import Estimate, chunk_estimates
 from scheduling.config import LaneGroupConfig, SchedulerConfig
 from scheduling.errors import UnknownWorkload
 from scheduling.microbatch import GroupKey
 from scheduling.policies import Policy
 from scheduling.service_time import CachedServiceTime, ServiceTimeModel
 from scheduling.tokens import max_samples_within
+
+#: Time constant (seconds) of a group's arrival-rate estimate.
+RATE_WINDOW_S = 2.0
 
 #: One service-time model for every lane group, or one per group name.
 ServiceModels = ServiceTimeModel | Mapping[str, ServiceTimeModel] | None
@@ -44,6 +49,22 @@ class LaneGroup:
         self.solo_caps: dict[GroupKey, int] = {}
         #: Orders the group's queued jobs; set by the scheduler.
         self.policy: Policy
+        #: When a dispatch of this group last ended (-inf: never).
+        self.last_end = -math.inf
+        # Arrivals per second, exponentially decayed with time constant RATE_WINDOW_S.
+        self._rate = 0.0
+        self._rate_at = -math.inf
+
+    def note_arrival(self, now: float) -> float:
+        """Count a job arriving at `now`; the group's recent arrival rate (jobs/s)."""
+        decay = math.exp(-(now - self._rate_at) / RATE_WINDOW_S) if self._rate_at > -math.inf else 0
+        self._rate = self._rate * decay + 1.0 / RATE_WINDOW_S
+        self._rate_at = now
+        return self._rate
+
+    def load(self, rate: float, service_s: float) -> float:
+        """Offered load of `rate` jobs/s of `service_s` each on this group's lanes."""
+        return rate * service_s / self.config.count
 
     def learn(self, key: GroupKey) -> int:
         """(Re)compute the caps of `key` from tokens, sample caps and the budget; the solo cap."""
@@ -57,6 +78,21 @@ class LaneGroup:
         self.solo_caps[key] = min(self._split, fits)
         self.batch_caps[key] = min(self._batch_cap, fits)
         return self.solo_caps[key]
+
+    def estimates(
+        self, key: GroupKey, samples: int, cap: int, hop: float = 0.0, scale: float = 1.0
+    ) -> list[Estimate]:
+        """(mean, planning excess) of each dispatch `samples` samples of `key` split into,
+        each mean lengthened by `hop` (handing the dispatch to its lane and back) and
+        each excess times `scale` (another quantile than the plan's)."""
+        model = self.model
+        assert model is not None, "estimates need a service model"
+
+        def plan(n: int) -> float:
+            mean = model.predict(*key, n)
+            return mean + hop + scale * max(0.0, model.plan(*key, n) - mean)
+
+        return chunk_estimates(samples, cap, lambda n: model.predict(*key, n) + hop, plan)
 
     def _within_budget(self, key: GroupKey, limit: int) -> int:
         """Most samples (1..limit) planned to run within the budget; limit if none."""

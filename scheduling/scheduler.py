@@ -8,7 +8,6 @@
 
 The live gateway and the simulator drive the same object; only the executor
 differs. `now` is always an argument: nothing here reads a clock.
-
 Lanes come in groups (`SchedulerConfig.groups()`); each class is run by one
 group, which has its own policy instance, service-time model and dispatch
 budget. Decisions, in order, each time a lane of a group is free:
@@ -40,14 +39,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from scheduling.admission import check_admission, chunk_times, forecast
-from scheduling.config import LaneGroupConfig, SchedulerConfig
+from scheduling.admission import Estimate, check_admission, chunk_times, forecast
+from scheduling.config import ClassAdmission, LaneGroupConfig, SchedulerConfig
 from scheduling.errors import JobTooLarge, QueueFull
 from scheduling.job import JOB_CLASSES, Dispatch, Job, Outcome, Part
 from scheduling.lane_groups import LaneGroup, ServiceModels, model_for
 from scheduling.microbatch import GroupKey, MicroBatcher
 from scheduling.policies import make_policy
 from scheduling.resources import LanePool, TokenPool
+from scheduling.scheduler_counts import SchedulerCounts
 from scheduling.service_time import ServiceTimeModel
 from scheduling.tokens import token_cost
 
@@ -55,7 +55,7 @@ from scheduling.tokens import token_cost
 SHED_REASON = "cannot meet its deadline even if started now"
 
 
-class Scheduler:
+class Scheduler(SchedulerCounts):
     """Queue, policies, micro-batcher, token pool and lanes behind a few calls."""
 
     def __init__(
@@ -83,8 +83,8 @@ class Scheduler:
             group.policy = make_policy(config.policy, view, group.model)
         self._mb = MicroBatcher(config.microbatch)
         self._lanes = LanePool([g.count for g in groups])
-        #: Planned end of the dispatch each lane runs (admission's view of busy lanes).
-        self._lane_end = [0.0] * self._lanes.size
+        #: Per lane, the (mean end, planning excess) of the dispatch it runs.
+        self._lane_end: list[Estimate] = [(0.0, 0.0)] * self._lanes.size
         self._tokens = TokenPool(config.tokens.capacity)
         self._limits = dict(config.queue_limit or {})
         self._admission = {c: config.class_admission(c) for c in JOB_CLASSES}
@@ -95,6 +95,9 @@ class Scheduler:
         self._running: dict[int, Dispatch] = {}
         self._shed: list[Job] = []
         self._next_dispatch_id = 0
+        #: Its driver's latency per hop, measured (live: the event loop's recent p95 lag):
+        #: admission adds it before and after a job and to every dispatch's hand-off.
+        self.hop_s = 0.0
 
     # ------------------------------------------------------------------ calls
 
@@ -125,8 +128,8 @@ class Scheduler:
         job.remaining = job.samples
         rules = self._admission[job.job_class]
         if rules.refuse_late and group.model is not None:
-            self._refuse_if_late(group, job, now, rules.margin_ms / 1e3)
-        if rules.shed_late and self._late(job, now):
+            self._refuse_if_late(group, job, now, rules)
+        if self._sheds(job) and self._late(job, now):
             self._shed_job(job, now, queued=False)
             return
         self._jobs[job.id] = job
@@ -237,40 +240,6 @@ class Scheduler:
 
     # ------------------------------------------------------- read-only views
 
-    def queue_depth(self, job_class: str) -> int:
-        """Queued jobs of a class (jobs with samples not yet dispatched)."""
-        return self._queued[job_class]
-
-    @property
-    def pending(self) -> int:
-        """Queued jobs, all classes."""
-        return self._pending
-
-    @property
-    def in_flight(self) -> int:
-        """Dispatches running."""
-        return len(self._running)
-
-    @property
-    def tokens_in_use(self) -> int:
-        """Tokens held by running dispatches."""
-        return self._tokens.in_use
-
-    @property
-    def token_capacity(self) -> int:
-        """Tokens in the pool."""
-        return self._tokens.capacity
-
-    @property
-    def busy_lanes(self) -> int:
-        """Lanes running a dispatch."""
-        return self._lanes.busy
-
-    @property
-    def lanes(self) -> int:
-        """Lanes in the pool, every group."""
-        return self._lanes.size
-
     def lane_group(self, lane: int) -> LaneGroupConfig:
         """The group lane `lane` belongs to."""
         return self._groups[self._lanes.group_of[lane]].config
@@ -322,28 +291,40 @@ class Scheduler:
 
     # ---------------------------------------------------------------- phases
 
-    def _refuse_if_late(self, group: LaneGroup, job: Job, now: float, margin: float) -> None:
+    def _refuse_if_late(
+        self, group: LaneGroup, job: Job, now: float, rules: ClassAdmission
+    ) -> None:
         """Forecast the job's finish; raise PredictedLate if it would miss its deadline."""
-        assert group.model is not None
-        model, ends, lanes = group.model, self._lane_end, self._lanes
-        lane_free = [
-            max(now, ends[lane]) if lanes.is_busy(lane) else now
-            for lane, g in enumerate(lanes.group_of)
-            if g == group.index
-        ]
-        ahead: list[float] = []
-        for other in group.policy.ahead(job, now, self):
-            k = (other.workload, other.backend, other.precision)
-            ahead += chunk_times(
-                other.remaining, self.dispatch_cap(other), lambda n, k=k: model.plan(*k, n)
-            )
         key = (job.workload, job.backend, job.precision)
         batchable = job.job_class in self._mb.classes
         cap = group.batch_caps[key] if batchable else group.solo_caps[key]
-        own = chunk_times(job.remaining, cap, lambda n: model.plan(*key, n))
-        alone = sum(chunk_times(job.remaining, cap, lambda n: model.predict(*key, n)))
-        held = now + self._mb.window if batchable else now
-        check_admission(job, now, margin, forecast(lane_free, ahead, own, held), alone)
+        own = group.estimates(key, job.remaining, cap, self.hop_s)
+        load = group.load(group.note_arrival(now), sum(mean for mean, _ in own))
+        # Light load: refusing only pays when another job takes the slot; refuse then
+        # only what is late on average. Loaded: the class's quantile must meet it.
+        scale = rules.excess_scale() if load >= rules.loaded else 0.0
+        ends, lanes, hop = self._lane_end, self._lanes, self.hop_s
+        lane_free = [
+            (max(now, ends[lane][0]), ends[lane][1] * scale) if lanes.is_busy(lane) else (now, 0)
+            for lane, g in enumerate(lanes.group_of)
+            if g == group.index
+        ]
+        ahead: list[Estimate] = []
+        for other in group.policy.ahead(job, now, self):
+            k = (other.workload, other.backend, other.precision)
+            ahead += group.estimates(k, other.remaining, self.dispatch_cap(other), hop, scale)
+        own = [(mean, excess * scale) for mean, excess in own]
+        plan = forecast(lane_free, ahead, own, now + self._mb.window if batchable else now)
+        idle = not ahead and lanes.all_idle(group.index)
+        margin = rules.margin_ms / 1e3 + 2 * hop
+        # Idle lanes admit on the mean, and the hop (a p95 of loop lag) is no mean:
+        # a lag spike must not refuse work that idle lanes would finish in time.
+        alone = sum(mean for mean, _ in own) - hop * len(own)
+        # Idle lanes that ran nothing for probe_s take the job whatever its forecast:
+        # the model learns only from runs, and one inflated by a slow spell would
+        # otherwise refuse the class for ever.
+        probe = idle and now - group.last_end >= rules.probe_s
+        check_admission(job, now, margin, plan, alone, idle, probe)
 
     def _plan(self, group: LaneGroup, head: Job, now: float) -> list[tuple[Job, int]]:
         """The head's next part plus, if batchable, whole companions that fit."""
@@ -437,8 +418,10 @@ class Scheduler:
         dispatch = Dispatch(
             did, lane, head.workload, head.backend, head.precision, parts, tokens, now, group.index
         )
-        samples = sum(count for _, count in picks)
-        self._lane_end[lane] = now + (group.model.plan(*key, samples) if group.model else 0.0)
+        if group.model is not None:
+            samples = sum(count for _, count in picks)
+            mean = group.model.predict(*key, samples)
+            self._lane_end[lane] = (now + mean, max(0.0, group.model.plan(*key, samples) - mean))
         self._tokens.take(tokens)
         self._running[did] = dispatch
         return dispatch
@@ -448,6 +431,7 @@ class Scheduler:
             raise ValueError(f"dispatch {dispatch.id} is not running (completed twice?)")
         self._lanes.release(dispatch.lane, now)
         self._tokens.give(dispatch.tokens)
+        self._groups[self._lanes.group_of[dispatch.lane]].last_end = now
 
     def _dequeue(self, job: Job) -> None:
         """Drop the job's queued samples (it will not run them)."""
@@ -469,7 +453,7 @@ class Scheduler:
         self._jobs.pop(job.id, None)
 
     def _sheds(self, job: Job) -> bool:
-        return self._admission[job.job_class].shed_late
+        return self._admission[job.job_class].shed_late and not job.probe
 
     def _late(self, job: Job, now: float) -> bool:
         """Whether even its next part, started now, would end after the deadline.

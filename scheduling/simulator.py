@@ -96,6 +96,8 @@ def simulate(
     seed: int = 0,
     policy_model: ServiceModels = None,
     cores: float | None = None,
+    request_cpu_s: float = 0.0,
+    progress: Callable[[int, int], None] | None = None,
 ) -> SimResult:
     """Run `arrivals` through a fresh Scheduler on a virtual clock.
 
@@ -103,7 +105,9 @@ def simulate(
     model of its lane group, if a mapping by group name is given), times a
     lognormal factor with sigma `jitter` and mean 1 (seeded by `seed`). With
     `cores`, lanes share that many CPUs by their group's threads and priority
-    (`scheduling.cpu_share.SharedCores`); without, each lane has its own.
+    (`scheduling.cpu_share.SharedCores`), and each arrival also costs
+    `request_cpu_s` of normal-priority CPU outside the lanes (the gateway's
+    event loop reading and answering it); without, each lane has its own.
     At equal times completions are handled before arrivals, then the scheduler
     is polled. A job refused at admission (QueueFull, JobTooLarge,
     PredictedLate) ends with outcome "rejected" at its arrival; an unknown
@@ -112,6 +116,9 @@ def simulate(
     `policy_model` is what the scheduler *believes* (policies, shedding), e.g.
     a learned predictor, while `service_model` stays the truth the lanes run
     on; by default the scheduler believes the truth.
+
+    `progress` hears (arrivals submitted, total) about every 1 % of the arrivals,
+    for a caller that shows how far a long run is (the simulator keeps no clock).
     """
     if jitter < 0:
         raise ValueError(f"jitter must be >= 0, got {jitter}")
@@ -125,7 +132,8 @@ def simulate(
     def service(d: Dispatch) -> float:
         return samplers[d.group](d)
 
-    dispatches, end = _run(sched, jobs, service, executor_for(config, cores))
+    executor = executor_for(config, cores)
+    dispatches, end = _run(sched, jobs, service, executor, request_cpu_s, progress)
     return SimResult(jobs=jobs, dispatches=dispatches, sim_time=end)
 
 
@@ -172,6 +180,8 @@ def _run(
     jobs: list[Job],
     service: Callable[[Dispatch], float],
     executor: Executor,
+    request_cpu_s: float = 0.0,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[int, float]:
     """The event loop; returns (dispatches started, time of the last event)."""
     inf = math.inf
@@ -182,6 +192,7 @@ def _run(
     seq = 0
     n = len(jobs)
     i = 0
+    every = max(1, n // 100)
     next_arrival = jobs[0].arrival if n else inf
     wake: float | None = None
     now = last = 0.0
@@ -200,8 +211,12 @@ def _run(
                 submit(job, now)
             except refused as exc:
                 job.outcome, job.end, job.error = "rejected", now, str(exc)
+            if request_cpu_s:
+                executor.overhead(request_cpu_s, now)
             i += 1
             next_arrival = jobs[i].arrival if i < n else inf
+            if progress is not None and i % every == 0:
+                progress(i, n)
         for d in poll(now):
             start(d, service(d), now)
             seq += 1

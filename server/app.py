@@ -3,7 +3,8 @@
 All state lives on `app.state.gateway`, built in the lifespan and torn down
 there; nothing is global. Startup returns at once: ONNX export and model loading
 run in a background task, so /healthz answers during them and /readyz turns 200
-when every lane has loaded and warmed every configured model.
+when every lane has loaded and warmed every configured model; a step that fails
+ends start-up as `failed`, its one-line reason on /readyz (server/startup.py).
 
 POST /infer (server/infer.py) takes either a JSON body (`InferRequest`) or a
 binary tensor body (`application/octet-stream` with X-Shape/X-Dtype, or
@@ -17,6 +18,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,18 +28,26 @@ from fastapi.responses import JSONResponse, Response
 
 from scheduling.scheduler import Scheduler
 from scheduling.tokens import FP16_FACTOR, TOKENS_PER_SAMPLE
+from server.api_responses import GUARD_RESPONSES, PROMETHEUS_TEXT, error_responses
+from server.auth import install_auth
 from server.codecs import OCTET_STREAM
 from server.config import GatewayConfig, ModelConfig
 from server.dispatcher import Dispatcher
-from server.errors import Unavailable, error_response, install_error_handlers
+from server.docs_ui import add_offline_docs
+from server.errors import install_error_handlers
 from server.infer import BINARY_OPTIONS, handle_infer
 from server.kserve import add_kserve_routes
 from server.lanes import LaneBatch, LanePool, build_pool, dispatch_cap, export_models
 from server.metrics import GatewayMetrics
-from server.schemas import ErrorBody, InferRequest, InferResponse
+from server.openapi_contract import document_contract
+from server.scheduler_info import describe_scheduler
+from server.schemas import InferRequest, InferResponse
+from server.service_checks import check_service_models
 from server.service_log import ServiceKey, profile_csv, profile_rows
 from server.service_times import describe, load_service_models
+from server.startup import StartupError, failure_line, log_failure, readiness_response
 from server.stats import SlidingWindowStats
+from server.watchdog import Watchdog
 from workloads.specs import WorkloadSpec
 
 log = logging.getLogger("mlws.server")
@@ -54,8 +64,10 @@ class Gateway:
     dispatcher: Dispatcher
     metrics: GatewayMetrics
     stats: SlidingWindowStats
-    #: exporting → loading → ready (or failed).
+    #: starting → checking → exporting → loading → calibrating → ready (or failed).
     phase: str = "starting"
+    #: Why start-up failed (phase "failed"): one line, shown by /readyz and /stats.
+    error: str | None = None
     loader: asyncio.Task[None] | None = None
     ids: itertools.count[int] = field(default_factory=itertools.count)
 
@@ -78,7 +90,7 @@ class Gateway:
         if self.dispatcher.draining:
             return "server is shutting down"
         if self.phase == "failed":
-            return f"startup failed: {self.pool.error}"
+            return self.error or "start-up failed"
         if self.phase == "ready":
             down = [str(lane.index) for lane in self.pool.lanes if not lane.ready]
             return f"lane(s) {', '.join(down)} restarting"
@@ -96,7 +108,7 @@ def register_models(config: GatewayConfig) -> dict[str, WorkloadSpec]:
     specs = {}
     for model in config.models:
         if model.onnx_file is not None:
-            register_onnx_file(model.onnx_file, model.name)
+            register_onnx_file(model.onnx_file, model.name, flops_per_sample=model.flops_per_sample)
         specs[model.name] = get_workload(model.name).spec
     return specs
 
@@ -122,30 +134,41 @@ def build_gateway(config: GatewayConfig) -> Gateway:
     scheduler = Scheduler(config.scheduler, {n: s.token_base for n, s in specs.items()}, service)
     pool = build_pool(config, specs)
     threads = [lane.spec.threads for lane in pool.lanes]
+    watchdog = Watchdog(config.lanes.watchdog_min_s, config.lanes.watchdog_factor)
     dispatcher = Dispatcher(
-        scheduler, pool, metrics, stats, service_models=service, lane_threads=threads
+        scheduler, pool, metrics, stats, service, lane_threads=threads, watchdog=watchdog
     )
     return Gateway(config, specs, scheduler, pool, dispatcher, metrics, stats)
 
 
 async def _load(gw: Gateway) -> None:
-    """Background startup: export ONNX once in this process, then start every lane."""
-    gw.phase = "exporting"
+    """Background startup; any step's error ends it as `failed` with a one-line reason
+    (logged once), instead of vanishing with the task and leaving /readyz waiting."""
     try:
-        await asyncio.to_thread(export_models, gw.config)
+        await _start_up(gw)
     except Exception as exc:
-        gw.pool.error = f"ONNX export failed: {type(exc).__name__}: {exc}"
+        gw.error = failure_line(gw.phase, exc)
         gw.phase = "failed"
-        log.error("%s", gw.pool.error)
-        return
+        log_failure(gw.error, exc)
+
+
+async def _start_up(gw: Gateway) -> None:
+    """Check that every model can be timed, export ONNX once in this process, start
+    every lane, calibrate."""
+    gw.phase = "checking"
+    # On the loop, before the first await: a few predictions, and the phase is
+    # "exporting" by the time uvicorn answers its first request.
+    check_service_models(gw.config, gw.specs, gw.dispatcher.service_models)
+    gw.phase = "exporting"
+    await asyncio.to_thread(export_models, gw.config)
     gw.phase = "loading"
     await gw.pool.start()
-    if not gw.pool.error:
-        gw.phase = "calibrating"
-        await _calibrate(gw)
-    gw.phase = "failed" if gw.pool.error else "ready"
-    if gw.phase == "ready":
-        log.info("ready: %d lane(s), models %s", len(gw.pool.lanes), ", ".join(gw.specs))
+    if gw.pool.error:
+        raise StartupError(gw.pool.error)
+    gw.phase = "calibrating"
+    await _calibrate(gw)
+    gw.phase = "ready"
+    log.info("ready: %d lane(s), models %s", len(gw.pool.lanes), ", ".join(gw.specs))
 
 
 #: Timed runs per (model, backend, precision, size) before the gateway turns ready.
@@ -160,7 +183,6 @@ async def _calibrate(gw: Gateway) -> None:
     first long batch dispatches would ignore max_dispatch_ms and admission would
     admit everything.
     """
-    dispatcher = gw.dispatcher
     first = 0
     for group in gw.config.scheduler.groups():
         lane, first = first, first + group.count
@@ -172,12 +194,31 @@ async def _calibrate(gw: Gateway) -> None:
                     cap = dispatch_cap(gw.config.scheduler, spec.token_base, precision)
                     key = (model.name, backend, precision)
                     for n in sorted({1, cap}):
-                        for _ in range(CALIBRATION_RUNS):
-                            result = await gw.pool.run(lane, LaneBatch(-1, key, [(None, 0, n)]))
-                            dispatcher.learn(group.name, key, n, result.service_s)
-                            # Before admission nothing else runs: a contention-free row.
-                            row = ServiceKey(*key, n, threads, 0)
-                            dispatcher.service_log.record(row, result.service_s)
+                        await _calibrate_size(gw, group.name, lane, threads, key, n)
+
+
+async def _calibrate_size(
+    gw: Gateway, group: str, lane: int, threads: int, key: tuple[str, str, str], n: int
+) -> None:
+    """Timed runs of `key` at batch `n` on `lane`, learned and logged (start-up takes a while:
+    the log says where it is)."""
+    started = time.monotonic()
+    total = 0.0
+    for _ in range(CALIBRATION_RUNS):
+        result = await gw.pool.run(lane, LaneBatch(-1, key, [(None, 0, n)]))
+        gw.dispatcher.learn(group, key, n, result.service_s)
+        # Before admission nothing else runs: a contention-free row.
+        gw.dispatcher.service_log.record(ServiceKey(*key, n, threads, 0), result.service_s)
+        total += result.service_s
+    log.info(
+        "calibrated %s on %s %s at batch %d (lane group %s): %.1f ms mean of %d runs, %.1f s",
+        *key,
+        n,
+        group,
+        1e3 * total / CALIBRATION_RUNS,
+        CALIBRATION_RUNS,
+        time.monotonic() - started,
+    )
 
 
 def create_app(config: GatewayConfig | None = None) -> FastAPI:
@@ -207,11 +248,17 @@ def create_app(config: GatewayConfig | None = None) -> FastAPI:
         version="0.1.0",
         description=API_DESCRIPTION,
         lifespan=lifespan,
+        responses=GUARD_RESPONSES,
+        docs_url=None,  # served from installed files by add_offline_docs: no CDN
+        redoc_url=None,
     )
+    add_offline_docs(app)
     install_error_handlers(app, config.retry_after_s)
+    install_auth(app, config)  # tokens are read here: a missing one stops the start
     _add_routes(app)
     add_kserve_routes(app)  # the Open Inference Protocol (KServe v2) beside /infer
     _document_infer_body(app)
+    document_contract(app, config)  # the config's bounds, over the body's schema
     return app
 
 
@@ -228,16 +275,24 @@ API_DESCRIPTION = """SLO-aware inference gateway.
   `X-Backend`, `X-Precision`, `X-Slo-Ms`, `X-Return`, `X-Top-K` (a query parameter
   wins over its header).
 
-Errors are an `ErrorBody` `{error, detail, field}`: 400 malformed JSON, 404 unknown
-model, 413 body/sample limit, 415 content type, 422 invalid input, 429 queue full
-(with `Retry-After`), 503 shed / worker failed / not ready / shutting down.
+Errors are an `ErrorBody` `{error, detail, field}` (on /v2 routes the protocol's
+`{error}`): 400 malformed JSON, 404 unknown model, 405 a method the route does not
+take (with `Allow`), 408/431 too slow or headers too large, 413 body/sample limit,
+415 content type or a Content-Encoding (bodies are never compressed), 422 invalid
+input, 429 predicted late or queue full (with `Retry-After`), 503 shed / worker
+failed / not ready / shutting down. Each operation below lists the ones it answers.
 """
 
 
 def _add_routes(app: FastAPI) -> None:
-    errors: dict[int | str, dict[str, Any]] = {
-        code: {"model": ErrorBody} for code in (400, 404, 413, 415, 422, 429, 500, 503)
-    }
+    _add_serving_routes(app)
+    _add_operations_routes(app)
+    _add_profile_route(app)
+
+
+def _add_serving_routes(app: FastAPI) -> None:
+    """Inference, liveness, readiness and the model catalogue."""
+    errors = error_responses(400, 404, 413, 415, 422, 429)
 
     @app.post("/infer", response_model=InferResponse, responses=errors, tags=["inference"])
     async def infer(request: Request) -> Response:
@@ -249,19 +304,27 @@ def _add_routes(app: FastAPI) -> None:
         """The process is alive (always 200)."""
         return {"status": "ok", "phase": request.app.state.gateway.phase}
 
-    @app.get("/readyz", tags=["operations"], responses={503: {"model": ErrorBody}})
+    @app.get("/readyz", tags=["operations"], responses=error_responses(503))
     async def readyz(request: Request) -> Response:
         """200 once every model is loaded and warmed on every lane, else 503."""
         gw: Gateway = request.app.state.gateway
         if gw.ready:
             return JSONResponse({"ready": True})
-        return error_response(Unavailable(gw.not_ready_reason()), gw.config.retry_after_s)
+        return readiness_response(gw.phase, gw.not_ready_reason(), gw.config.retry_after_s)
 
     @app.get("/v1/models", tags=["operations"])
     async def models(request: Request) -> dict[str, Any]:
-        """Served models: backends, precisions, token costs, shapes."""
+        """Served models: backends, precisions, token costs, shapes; and the scheduler
+        (policy and lane groups) that runs them."""
         gw: Gateway = request.app.state.gateway
-        return {"models": [_describe_model(gw, m) for m in gw.config.models]}
+        return {
+            "models": [_describe_model(gw, m) for m in gw.config.models],
+            "scheduler": describe_scheduler(gw.config),
+        }
+
+
+def _add_operations_routes(app: FastAPI) -> None:
+    """What an operator reads: lanes, metrics, the service-time model, statistics."""
 
     @app.get("/v1/lanes", tags=["operations"])
     async def lanes(request: Request) -> dict[str, Any]:
@@ -270,7 +333,7 @@ def _add_routes(app: FastAPI) -> None:
         gw: Gateway = request.app.state.gateway
         return {"lanes": gw.pool.describe(), "ready": gw.pool.ready}
 
-    @app.get("/metrics", tags=["operations"])
+    @app.get("/metrics", tags=["operations"], response_class=Response, responses=PROMETHEUS_TEXT)
     async def metrics(request: Request) -> Response:
         """Prometheus exposition of every mlws_ series."""
         body, content_type = request.app.state.gateway.metrics.render()
@@ -284,6 +347,26 @@ def _add_routes(app: FastAPI) -> None:
         gw: Gateway = request.app.state.gateway
         return describe(gw.dispatcher.service_models, gw.config)
 
+    @app.get("/stats", tags=["operations"])
+    async def stats(request: Request) -> dict[str, Any]:
+        """Per-class latency percentiles and SLO attainment over the sliding window, queue
+        depths, tokens in use, the event-loop lag admission keeps in hand, the start-up
+        phase (with `startup_error` once failed) and the scheduler's policy and lane
+        groups."""
+        gw: Gateway = request.app.state.gateway
+        summary = gw.stats.summary(gw.dispatcher.clock())
+        summary["queue_depth"] = {c: gw.scheduler.queue_depth(c) for c in summary["classes"]}
+        summary["tokens_in_use"] = gw.scheduler.tokens_in_use
+        # The event loop's recent p95 lag: admission adds it per hop (server/loop_lag.py).
+        summary["loop_lag_ms"] = gw.scheduler.hop_s * 1e3
+        summary["phase"], summary["startup_error"] = gw.phase, gw.error
+        summary["scheduler"] = describe_scheduler(gw.config)
+        return summary
+
+
+def _add_profile_route(app: FastAPI) -> None:
+    """GET /v1/profile: the service times the lanes measured, as training rows."""
+
     @app.get(
         "/v1/profile",
         tags=["operations"],
@@ -295,7 +378,7 @@ def _add_routes(app: FastAPI) -> None:
                 "with no rows.",
                 "content": {"text/csv": {"schema": {"type": "string"}}},
             },
-            422: {"model": ErrorBody},
+            **error_responses(422),
         },
     )
     async def live_profile(
@@ -316,15 +399,6 @@ def _add_routes(app: FastAPI) -> None:
         times = gw.dispatcher.service_log.snapshot()
         text = await asyncio.to_thread(_live_profile_csv, gw, times, min_repeats)
         return Response(text, media_type="text/csv")
-
-    @app.get("/stats", tags=["operations"])
-    async def stats(request: Request) -> dict[str, Any]:
-        """Per-class latency percentiles and SLO attainment over the sliding window."""
-        gw: Gateway = request.app.state.gateway
-        summary = gw.stats.summary(gw.dispatcher.clock())
-        summary["queue_depth"] = {c: gw.scheduler.queue_depth(c) for c in summary["classes"]}
-        summary["tokens_in_use"] = gw.scheduler.tokens_in_use
-        return summary
 
 
 def _live_profile_csv(gw: Gateway, times: dict[ServiceKey, list[float]], min_repeats: int) -> str:

@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 
 from backends.base import check_choice
@@ -87,14 +88,24 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_export_onnx(args: argparse.Namespace) -> int:
-    from backends.onnx_export import export_onnx
+    """One path per workload on stdout; on stderr, what was done and the parity checked."""
+    from backends.onnx_export import export_onnx_checked, will_reuse
+    from predictor.progress import Progress
     from workloads.registry import get_workload
 
-    for name in args.workloads:
-        path = export_onnx(
-            get_workload(name), args.out_dir, seed=args.seed, weights=args.weights, force=args.force
-        )
-        print(path)
+    workloads = [get_workload(name) for name in args.workloads]
+    options = {"seed": args.seed, "weights": args.weights}
+    with Progress(len(workloads), "export-onnx", unit="model") as progress:
+        for w in workloads:
+            if args.force or not will_reuse(w, args.out_dir, **options):
+                progress.note(f"{w.name}: exporting to ONNX and checking it against PyTorch")
+            started = time.monotonic()
+            done = export_onnx_checked(w, args.out_dir, force=args.force, **options)
+            spent = time.monotonic() - started
+            what = "up to date, reused; at export" if done.reused else f"exported in {spent:.1f} s"
+            checked = done.parity.describe() if done.parity else "no parity figures recorded"
+            progress.update(detail=f"{w.name}: {what}: {checked}")
+            print(done.path, flush=True)
     return 0
 
 
@@ -104,7 +115,7 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
 def cmd_profile(args: argparse.Namespace) -> int:
     from backends.devices import resolve_device, torch_cuda_available
     from backends.registry import backend_names
-    from predictor.profiler import ProfileSettings, print_progress, profile, write_csv
+    from predictor.profiler import ProfileSettings, profile_to_csv
     from workloads.registry import get_workload
 
     workloads = list(args.workloads) + (["vit_b_16"] if args.vit else [])
@@ -121,19 +132,19 @@ def cmd_profile(args: argparse.Namespace) -> int:
         min_time_s=args.min_time,
         max_time_s=args.max_time,
     )
-    rows = profile(
+    rows = profile_to_csv(
+        args.out,
         workloads,
         args.backends,
         args.precisions,
         args.batch_sizes,
         args.threads,
+        show_progress=not args.quiet,
         device=args.device,
         settings=settings,
         onnx_dir=args.onnx_dir,
-        progress=None if args.quiet else print_progress,
     )
-    n = write_csv(rows, args.out)
-    print(f"wrote {n} rows to {args.out}")
+    print(f"wrote {len(rows)} rows to {args.out}")
     return 0
 
 

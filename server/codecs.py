@@ -31,6 +31,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from server.echo import echo
+from server.wire_ints import parse_wire_int
 from workloads.specs import WorkloadSpec
 
 #: The only element type the gateway accepts on the wire.
@@ -42,8 +44,9 @@ OCTET_STREAM = "application/octet-stream"
 NPY_TYPES: tuple[str, ...] = ("application/x-npy", "application/npy")
 #: Rank limit of any input tensor (batch axis included).
 MAX_DIMS = 8
-#: Longest echo of a client-supplied value inside an error message.
-_ECHO = 60
+#: Largest dimension (2**48): no valid body holds more, and products of larger ones
+#: would be numbers too long to print in an error message.
+MAX_DIM = 1 << 48
 
 
 class InputError(ValueError):
@@ -70,17 +73,11 @@ class OutputError(RuntimeError):
     """A model returned outputs that cannot be encoded (wrong rank, NaN or inf)."""
 
 
-def _echo(value: object) -> str:
-    """A client value quoted for an error message, cut short so messages stay one line."""
-    text = repr(value)
-    return text if len(text) <= _ECHO else text[: _ECHO - 3] + "..."
-
-
 def _check_dtype(dtype: str | None, field: str) -> None:
     if dtype is None or dtype.strip().lower() in ACCEPTED_DTYPES:
         return
     raise InputError(
-        field, f"dtype {_echo(dtype)} is not supported; accepted: {', '.join(ACCEPTED_DTYPES)}"
+        field, f"dtype {echo(dtype)} is not supported; accepted: {', '.join(ACCEPTED_DTYPES)}"
     )
 
 
@@ -89,8 +86,10 @@ def _check_shape(shape: Sequence[int], field: str) -> tuple[int, ...]:
     if not 1 <= len(dims) <= MAX_DIMS:
         raise InputError(field, f"shape must have 1 to {MAX_DIMS} dimensions, got {len(dims)}")
     # bool is an int subclass; a shape of [true, 3] is a client bug, not a 1.
-    if any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dims):
-        raise InputError(field, f"shape must be positive integers, got {_echo(list(dims))}")
+    if any(isinstance(d, bool) or not isinstance(d, int) or not 1 <= d <= MAX_DIM for d in dims):
+        raise InputError(
+            field, f"shape must be positive integers up to {MAX_DIM}, got {echo(list(dims))}"
+        )
     return dims
 
 
@@ -128,7 +127,7 @@ def decode_nested_list(values: Any) -> np.ndarray:
     Ragged nesting, strings, booleans, nulls and objects raise InputError("inputs").
     """
     if not isinstance(values, list):
-        raise InputError("inputs", f"inputs must be a nested list of numbers, got {_echo(values)}")
+        raise InputError("inputs", f"inputs must be a nested list of numbers, got {echo(values)}")
     try:
         # No dtype here: numpy would turn "1.5" strings and booleans into numbers.
         array = np.asarray(values)
@@ -159,15 +158,13 @@ def parse_shape_header(header: str | None) -> tuple[int, ...]:
     if header is None or not header.strip():
         raise InputError("X-Shape", "header X-Shape is required, e.g. 'X-Shape: 32,3,224,224'")
     text = header.strip().strip("()[]")
-    try:
-        dims = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        dims = []
-    if not dims:
+    parts = [parse_wire_int(part) for part in text.split(",") if part.strip()]
+    dims = [d for d in parts if d is not None]
+    if not dims or len(dims) != len(parts):
         raise InputError(
             "X-Shape",
             f"header X-Shape must be comma-separated positive integers like '32,3,224,224', "
-            f"got {_echo(header)}",
+            f"got {echo(header)}",
         )
     return _check_shape(dims, "X-Shape")
 
@@ -188,7 +185,7 @@ def decode_binary(
         return _decode_npy(body)
     accepted = ", ".join((OCTET_STREAM, *NPY_TYPES, "application/json"))
     raise InputError(
-        "Content-Type", f"content type {_echo(content_type)} is not supported; accepted: {accepted}"
+        "Content-Type", f"content type {echo(content_type)} is not supported; accepted: {accepted}"
     )
 
 

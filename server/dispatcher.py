@@ -34,9 +34,11 @@ from scheduling.job import JOB_CLASSES, Dispatch, Job, Part
 from scheduling.scheduler import Scheduler
 from server.errors import Unavailable
 from server.lanes import LaneBatch, LaneError, LanePool, LaneResult
+from server.loop_lag import LoopLag, monitor
 from server.metrics import GatewayMetrics
 from server.service_log import ServiceKey, ServiceLog
 from server.stats import SlidingWindowStats
+from server.watchdog import Watchdog, run_watched
 
 log = logging.getLogger("mlws.dispatcher")
 
@@ -93,6 +95,7 @@ class Dispatcher:
         service_models: dict[str, ResidualCorrection],
         clock: Callable[[], float] = time.monotonic,
         lane_threads: Sequence[int] | None = None,
+        watchdog: Watchdog | None = None,
     ) -> None:
         self.scheduler = scheduler
         #: Per lane group: learns from every completed dispatch of the group's lanes;
@@ -114,11 +117,19 @@ class Dispatcher:
         self._lane_busy = [False] * scheduler.lanes
         self._draining = False
         self._drain_timer: asyncio.TimerHandle | None = None
+        #: Cuts off a dispatch that never returns (server/watchdog.py).
+        self.watchdog = watchdog or Watchdog()
+        #: The event loop's recent lag: admission keeps it in hand (server/loop_lag.py).
+        self.loop_lag = LoopLag()
+        self._lag_task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------ public
     def start(self) -> None:
         """Start the loop task (on the running event loop)."""
         self._task = asyncio.create_task(self._loop(), name="mlws-dispatcher")
+        self._lag_task = asyncio.create_task(
+            monitor(self.loop_lag, self._set_hop, self.clock), name="mlws-loop-lag"
+        )
         self._publish()
 
     @property
@@ -200,10 +211,10 @@ class Dispatcher:
         if self._drain_timer is not None:
             self._drain_timer.cancel()
         self.abort_all("server shutting down")
-        for task in [self._task, *self._running]:
+        for task in [self._task, self._lag_task, *self._running]:
             if task is not None:
                 task.cancel()
-        for task in [self._task, *self._running]:
+        for task in [self._task, self._lag_task, *self._running]:
             if task is not None:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
@@ -247,7 +258,7 @@ class Dispatcher:
             [(p.job.payload, p.offset, p.count) for p in dispatch.parts],
         )
         try:
-            result = await self.pool.run(dispatch.lane, batch)
+            result = await run_watched(self.pool, dispatch.lane, batch, self._limit_s(dispatch))
             _check_lengths(dispatch, result)
         except Exception as exc:
             reason = str(exc) if isinstance(exc, LaneError) else f"{type(exc).__name__}: {exc}"
@@ -276,6 +287,14 @@ class Dispatcher:
             self._publish()
 
     # ----------------------------------------------------------- helpers
+    def _limit_s(self, dispatch: Dispatch) -> float | None:
+        """The watchdog's cut-off for `dispatch`, from its lane group's service model."""
+        model = self.service_models[self.scheduler.lane_group(dispatch.lane).name]
+        predicted = model.predict(
+            dispatch.workload, dispatch.backend, dispatch.precision, dispatch.samples
+        )
+        return self.watchdog.limit_s(predicted)
+
     def learn(
         self, lanes: str, group: tuple[str, str, str], samples: int, service_s: float
     ) -> None:
@@ -291,6 +310,9 @@ class Dispatcher:
             label = bucket_label(bucket_of(samples))
             self.metrics.set_residual(workload, backend, precision, label, lanes, residual.ratio)
         self.scheduler.refresh_predictions()
+
+    def _set_hop(self, seconds: float) -> None:
+        self.scheduler.hop_s = seconds
 
     def _finish(self, job: Job, now: float, aborted: str | None = None) -> None:
         """A job ended (any outcome): record it and answer its request, exactly once."""

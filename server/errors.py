@@ -8,6 +8,8 @@ routes FastAPI's exception handling through it. Nothing else chooses a status.
 | error                                   | status | `error`         |
 |-----------------------------------------|--------|-----------------|
 | malformed JSON                          | 400    | invalid_input   |
+| no or wrong bearer token (server/auth)  | 401    | unauthorized    |
+| the token lacks the route's role        | 403    | forbidden       |
 | schema / InputError / bad query         | 422    | invalid_input   |
 | unknown model                           | 404    | unknown_model   |
 | unknown backend or precision of a model | 422    | invalid_input   |
@@ -19,13 +21,19 @@ routes FastAPI's exception handling through it. Nothing else chooses a status.
 | shed (cannot meet its deadline)         | 503    | shed            |
 | worker died / lane failed               | 503    | worker_failed   |
 | not ready, shutting down                | 503    | unavailable     |
-| anything else                           | 500    | internal_error  |
+| start-up failed (/readyz)               | 503    | startup_failed  |
+| anything else (text only in the log)    | 500    | internal_error  |
+
+Before a request reaches the application, server/http_guard.py answers in the
+same form: 503 `unavailable` (too many connections), 431 `too_large` (header
+bytes or lines), 408 `timeout` (headers or body too slow).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import uuid
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -38,10 +46,18 @@ from backends.base import ChoiceError
 from scheduling.errors import JobTooLarge, PredictedLate, QueueFull, UnknownWorkload
 from scheduling.job import Job
 from server.codecs import InputError, TooLargeError
+from server.echo import clip
 from server.lanes import LaneError
 from server.schemas import AdmissionForecast, ErrorBody, error_body_from_validation
 
 log = logging.getLogger("mlws.server")
+#: Longest `detail` and `field` of an answer: a backstop for any message that quotes
+#: client input without `server.echo` (each quote is short; a message is a line).
+MAX_DETAIL_CHARS, MAX_FIELD_CHARS = 1000, 200
+
+
+#: `error` codes of the HTTP layer's own refusals (routing, methods).
+HTTP_ERROR_CODES = {404: "not_found", 405: "method_not_allowed"}
 
 
 class GatewayError(Exception):
@@ -59,6 +75,18 @@ class MalformedBody(GatewayError):
     """The body is not parseable JSON (or not an object)."""
 
     status, code = 400, "invalid_input"
+
+
+class Unauthorized(GatewayError):
+    """No bearer token, or one the gateway does not know (server/auth.py)."""
+
+    status, code = 401, "unauthorized"
+
+
+class Forbidden(GatewayError):
+    """A known token without the role the route needs (server/auth.py)."""
+
+    status, code = 403, "forbidden"
 
 
 class UnknownModel(GatewayError):
@@ -89,6 +117,12 @@ class Unavailable(GatewayError):
     """Not ready yet, or shutting down: retry later or elsewhere."""
 
     status, code = 503, "unavailable"
+
+
+class StartupFailed(GatewayError):
+    """Start-up failed: the gateway will not become ready by waiting."""
+
+    status, code = 503, "startup_failed"
 
 
 class Shed(GatewayError):
@@ -125,17 +159,26 @@ def error_response(exc: BaseException, retry_after_s: int = 1) -> JSONResponse:
     (HTTP allows no fraction; the body has it in ms).
     """
     status, body, retry = _classify(exc)
-    headers = None
+    headers: dict[str, str] = {}
+    if isinstance(exc, StarletteHTTPException) and exc.headers:
+        headers.update(exc.headers)  # a 405's Allow: the methods the route takes
     if retry:
         seconds = retry_after_s
         if isinstance(exc, PredictedLate):
             seconds = max(1, math.ceil(exc.retry_after))
-        headers = {"Retry-After": str(seconds)}
+        headers["Retry-After"] = str(seconds)
     if status >= 500 and not isinstance(exc, GatewayError):
-        log.error("internal error: %s", exc, exc_info=exc)
+        # A bug's text may hold anything (paths, inputs): the log has it, the client
+        # gets a reference to find it by.
+        ref = uuid.uuid4().hex[:12]
+        log.error("internal error (reference %s): %s", ref, exc, exc_info=exc)
+        if status == 500:
+            body.detail = f"internal error (reference {ref}); the server log has the details"
+    body.detail = clip(body.detail, MAX_DETAIL_CHARS)
+    body.field = None if body.field is None else clip(body.field, MAX_FIELD_CHARS)
     # `admission` appears only on predicted_late refusals; `field` is always there.
     content = body.model_dump(exclude={"admission"} if body.admission is None else None)
-    return JSONResponse(content, status_code=status, headers=headers)
+    return JSONResponse(content, status_code=status, headers=headers or None)
 
 
 def _classify(exc: BaseException) -> tuple[int, ErrorBody, bool]:
@@ -162,10 +205,13 @@ def _classify(exc: BaseException) -> tuple[int, ErrorBody, bool]:
     if isinstance(exc, RequestValidationError | ValidationError):
         return _validation(exc.errors())
     if isinstance(exc, StarletteHTTPException):
-        code = "not_found" if exc.status_code == 404 else "http_error"
-        return exc.status_code, ErrorBody(error=code, detail=str(exc.detail)), False
-    detail = f"internal error: {type(exc).__name__}: {exc}".splitlines()[0]
-    return 500, ErrorBody(error="internal_error", detail=detail), False
+        code = HTTP_ERROR_CODES.get(exc.status_code, "http_error")
+        detail = str(exc.detail)
+        allow = (exc.headers or {}).get("Allow")
+        if exc.status_code == 405 and allow:
+            detail = f"method not allowed on this route; it takes {allow}"
+        return exc.status_code, ErrorBody(error=code, detail=detail), False
+    return 500, ErrorBody(error="internal_error", detail="internal error"), False
 
 
 def _predicted_late_body(exc: PredictedLate) -> ErrorBody:

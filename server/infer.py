@@ -16,6 +16,7 @@ server/kserve.py use it too).
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import numpy as np
 from fastapi import Request
 from fastapi.responses import Response
+from starlette.requests import ClientDisconnect
 
 from scheduling.job import Job
 from server.codecs import (
@@ -38,6 +40,7 @@ from server.codecs import (
 )
 from server.config import ModelConfig
 from server.dispatcher import JobResult
+from server.echo import echo
 from server.errors import (
     BodyTooLarge,
     Unavailable,
@@ -46,12 +49,16 @@ from server.errors import (
     UnsupportedMediaType,
     outcome_error,
 )
+from server.http_guard import BODY_TIMEOUT_KEY
+from server.json_budget import check_json_values, json_value_limit
 from server.schemas import InferParams, InferQuery, InferRequest, InferResponse, Timing
+from server.wire_ints import parse_wire_int
 from workloads.specs import WorkloadSpec
 
 if TYPE_CHECKING:
     from server.app import Gateway
 
+log = logging.getLogger("mlws.server")
 #: Bodies above this are parsed and decoded on a worker thread, not on the event loop.
 INLINE_DECODE_BYTES = 256 * 1024
 #: Output elements above which encoding the response moves off the event loop.
@@ -102,14 +109,19 @@ async def handle_infer(request: Request, gw: Gateway) -> Response:
     async def parse(body: bytes) -> Parsed:
         return await _parse(request, gw, body)
 
-    done = await run_request(request, gw, parse)
+    is_json = _is_json(request.headers.get("content-type", "application/json"))
+    json_limit = json_value_limit(gw.config, gw.specs.values()) if is_json else None
+    done = await run_request(request, gw, parse, json_limit)
     if done is None:
         return Response(status_code=499)  # the client is gone; nobody reads this
     return await _respond(done)
 
 
 async def run_request(
-    request: Request, gw: Gateway, parse: Callable[[bytes], Awaitable[P]]
+    request: Request,
+    gw: Gateway,
+    parse: Callable[[bytes], Awaitable[P]],
+    json_limit: int | None = None,
 ) -> Finished[P] | None:
     """The path every inference route shares: admit, read, parse, submit, wait, check.
 
@@ -117,16 +129,21 @@ async def run_request(
     else — the body limit, backend/precision resolution, the invalid-request
     metric, the Job and its deadline, the disconnect watch and the outcome →
     error mapping — is this one function. Returns None when the client left
-    first; raises the domain error of a job that did not end "ok".
+    first (before its body was read too); raises the domain error of a job that did
+    not end "ok". `json_limit`: the body is JSON, refused (413) while it is read once it
+    may hold more array elements than this (server/json_budget.py).
     """
     arrival = gw.dispatcher.clock()
     if not gw.accepting:
         raise Unavailable(gw.not_ready_reason())
     parsed: P | None = None
     try:
-        body = await read_body(request, gw.config.max_body_bytes)
+        body = await read_body(request, gw.config.max_body_bytes, json_limit)
         parsed = await parse(body)
         model, backend, precision = _resolve(gw, parsed.params)
+    except ClientDisconnect:
+        _body_not_received(request, gw)
+        return None
     except Exception:
         model_name = parsed.params.model if parsed else "unknown"
         job_class = parsed.params.job_class if parsed else "interactive"
@@ -165,22 +182,36 @@ async def off_loop_if(big: bool, fn: Callable[..., T], *args: Any) -> T:
     return fn(*args)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int, json_limit: int | None = None) -> bytes:
     """The whole body, refusing more than `limit` bytes up front and while reading.
 
     Content-Length is checked first; the running count catches chunked bodies
-    (and lying headers), so no body larger than the limit is ever buffered.
+    (and lying headers), so no body larger than the limit is ever buffered. With
+    `json_limit`, a JSON body that may hold more array elements is refused as soon
+    as the parts read show it, not after buffering all of it.
     """
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > limit:
-        raise BodyTooLarge(_too_large(int(length), limit), field="body")
-    chunks, total = [], 0
+    length = parse_wire_int(request.headers.get("content-length", ""))
+    if length is not None and length > limit:
+        raise BodyTooLarge(_too_large(length, limit), field="body")
+    chunks, total, values = [], 0, 0
     async for chunk in request.stream():
         total += len(chunk)
         if total > limit:
             raise BodyTooLarge(_too_large(total, limit, at_least=True), field="body")
+        if json_limit is not None:
+            values = check_json_values(chunk, json_limit, values)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _body_not_received(request: Request, gw: Gateway) -> None:
+    """Count and log, in one line, a request whose body never fully arrived: the client
+    left (cancelled) or was too slow and got a 408 from server/http_guard.py (invalid)."""
+    timed_out = bool(request.scope.get(BODY_TIMEOUT_KEY))
+    model = request.path_params.get("name", "unknown")  # the v2 routes name the model
+    gw.metrics.count_request(model, "interactive", "invalid" if timed_out else "cancelled")
+    why = "body timed out (answered 408)" if timed_out else "client left before its body arrived"
+    log.info("%s %s: %s", request.method, request.url.path[:200], why)
 
 
 def _too_large(size: int, limit: int, at_least: bool = False) -> str:
@@ -191,9 +222,10 @@ def _too_large(size: int, limit: int, at_least: bool = False) -> str:
 
 async def _parse(request: Request, gw: Gateway, body: bytes) -> Parsed:
     """Decode the body by Content-Type; large bodies are decoded on a worker thread."""
+    refuse_content_encoding(request)
     content_type = request.headers.get("content-type", "application/json")
     media = content_type.split(";", 1)[0].strip().lower()
-    if media == "application/json" or media.endswith("+json"):
+    if _is_json(content_type):
         decode = _decode_json
         args: tuple[Any, ...] = (gw, body)
     elif media == OCTET_STREAM or media in NPY_TYPES:
@@ -202,7 +234,7 @@ async def _parse(request: Request, gw: Gateway, body: bytes) -> Parsed:
         args += (request.headers.get("x-shape"), request.headers.get("x-dtype"))
     else:
         raise UnsupportedMediaType(
-            f"content type {content_type!r} is not supported; send application/json, "
+            f"content type {echo(content_type)} is not supported; send application/json, "
             f"{OCTET_STREAM} or application/x-npy",
             field="Content-Type",
         )
@@ -210,7 +242,24 @@ async def _parse(request: Request, gw: Gateway, body: bytes) -> Parsed:
     return await off_loop_if(len(body) > INLINE_DECODE_BYTES, decode, *args)
 
 
+def refuse_content_encoding(request: Request) -> None:
+    """415 for a compressed body: no inference route decodes one, and reading gzip as
+    JSON or tensor bytes would answer a misleading 400 or 422."""
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding != "identity":
+        raise UnsupportedMediaType(
+            f"Content-Encoding {echo(encoding)} is not supported; send the body uncompressed",
+            field="Content-Encoding",
+        )
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
+
+
 def _decode_json(gw: Gateway, body: bytes) -> Parsed:
+    check_json_values(body, json_value_limit(gw.config, gw.specs.values()))
     request = InferRequest.model_validate_json(body)
     if request.batch_size is not None:
         _check_samples(request.batch_size, gw.config.max_request_samples, "batch_size")
@@ -263,7 +312,7 @@ def model_or_404(gw: Gateway, name: str) -> WorkloadSpec:
     spec = gw.specs.get(name)
     if spec is None:
         choices = ", ".join(gw.specs)
-        raise UnknownModel(f"unknown model {name!r}; choose from: {choices}", field="model")
+        raise UnknownModel(f"unknown model {echo(name)}; choose from: {choices}", field="model")
     return spec
 
 
@@ -275,7 +324,7 @@ def _resolve(gw: Gateway, params: InferParams) -> tuple[ModelConfig, str, str]:
     backend = params.backend or model.default_backend
     if backend not in model.backends:
         raise UnknownOption(
-            f"model {model.name!r} is not served on backend {backend!r}; "
+            f"model {model.name!r} is not served on backend {echo(backend)}; "
             f"choose from: {', '.join(model.backends)}",
             field="backend",
         )
@@ -340,8 +389,10 @@ async def _respond(done: Finished[Parsed]) -> Response:
 def job_timing(job: Job) -> Timing:
     """Where a finished job's time went: queue, service and end to end, in ms."""
     assert job.start is not None and job.end is not None
+    forecast = None if job.predicted_end is None else (job.predicted_end - job.arrival) * 1e3
     return Timing(
         queue_ms=(job.start - job.arrival) * 1e3,
         service_ms=(job.end - job.start) * 1e3,
         e2e_ms=(job.end - job.arrival) * 1e3,
+        forecast_ms=forecast,
     )

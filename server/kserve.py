@@ -46,23 +46,33 @@ status server/errors.py chooses; only the body takes the protocol's form,
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute
 
+from server.api_responses import (
+    V2_GUARD_RESPONSES,
+    V2ErrorBody,
+    empty_response,
+    error_responses,
+)
 from server.codecs import OCTET_STREAM
-from server.errors import UnknownModel, UnsupportedMediaType, error_response
+from server.echo import clip, echo
+from server.errors import UnknownModel, error_response
 from server.infer import (
     INLINE_DECODE_BYTES,
     INLINE_ENCODE_ELEMENTS,
     model_or_404,
     off_loop_if,
+    refuse_content_encoding,
     run_request,
 )
+from server.json_budget import json_value_limit
 from server.kserve_codec import (
     HEADER_LENGTH,
     INPUT_NAME,
@@ -85,8 +95,8 @@ def v2_error(exc: BaseException, retry_after_s: int = 1) -> JSONResponse:
     """The status server/errors.py chooses for `exc`, with the protocol's error body."""
     mapped = error_response(exc, retry_after_s)
     detail = json.loads(bytes(mapped.body))["detail"]
-    retry = {k: v for k, v in mapped.headers.items() if k.lower() == "retry-after"}
-    return JSONResponse({"error": detail}, status_code=mapped.status_code, headers=retry)
+    kept = {k: v for k, v in mapped.headers.items() if k.lower() in ("retry-after", "allow")}
+    return JSONResponse({"error": detail}, status_code=mapped.status_code, headers=kept)
 
 
 class V2Route(APIRoute):
@@ -121,21 +131,26 @@ def model_metadata(gw: Gateway, name: str) -> dict[str, Any]:
 
 def _check_version(name: str, version: str) -> None:
     if version != MODEL_VERSION:
-        raise UnknownModel(f"model {name!r} has no version {version!r}; versions: {MODEL_VERSION}")
+        raise UnknownModel(
+            f"model {echo(name)} has no version {echo(version)}; versions: {MODEL_VERSION}"
+        )
 
 
 async def _infer(request: Request, name: str) -> Response:
     gw: Gateway = request.app.state.gateway
     header_length = request.headers.get(HEADER_LENGTH)
-    encoding = request.headers.get("content-encoding", "identity").strip().lower()
 
     async def parse(body: bytes) -> V2Parsed:
-        if encoding != "identity":
-            raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported")
+        refuse_content_encoding(request)
         big = len(body) > INLINE_DECODE_BYTES
         return await off_loop_if(big, decode_v2, gw, name, body, header_length)
 
-    done = await run_request(request, gw, parse)
+    # An all-JSON body is bounded while it is read; a binary one's JSON header on decoding.
+    spec = gw.specs.get(name)
+    json_limit = (
+        None if header_length is not None or spec is None else json_value_limit(gw.config, [spec])
+    )
+    done = await run_request(request, gw, parse, json_limit)
     if done is None:
         return Response(status_code=499)  # the client is gone; nobody reads this
     big = done.outputs.size > INLINE_ENCODE_ELEMENTS
@@ -145,70 +160,113 @@ async def _infer(request: Request, name: str) -> Response:
     return Response(body, media_type=OCTET_STREAM, headers={HEADER_LENGTH: str(json_size)})
 
 
+#: Documented answers of the /v2 routes, beside the guard's (V2_GUARD_RESPONSES).
+MISSING = error_responses(404, model=V2ErrorBody)
+# The protocol's health answers are a status alone: no body, no Content-Type.
+UP = {200: empty_response("Yes.")}
+NOT_READY = {400: empty_response("Not ready (the protocol's 4xx means false).")}
+REFUSED = error_responses(400, 404, 413, 415, 422, 429, model=V2ErrorBody)
+#: The inference body's media types (their schemas: server/openapi_contract.py).
+BODY_DOC = {"content": {"application/json": {}, OCTET_STREAM: {}}, "required": True}
+
+
 def build_router() -> APIRouter:
     """The /v2 routes (no state: everything is read from app.state.gateway per request)."""
-    router = APIRouter(prefix="/v2", tags=["kserve v2"], route_class=V2Route)
+    router = APIRouter(
+        prefix="/v2", tags=["kserve v2"], route_class=V2Route, responses=V2_GUARD_RESPONSES
+    )
 
     @router.get("")
     async def server_metadata(request: Request) -> dict[str, Any]:
         """Server name, version and protocol extensions."""
         return {"name": "mlws", "version": request.app.version, "extensions": EXTENSIONS}
 
-    @router.get("/health/live")
+    @router.get("/health/live", response_class=Response, responses=UP)
     async def live() -> Response:
         """200 while the process serves HTTP."""
         return Response(status_code=200)
 
-    @router.get("/health/ready")
+    @router.get("/health/ready", response_class=Response, responses=UP | NOT_READY)
     async def ready(request: Request) -> Response:
         """200 when every model is loaded and warmed (as /readyz), else 400."""
         return Response(status_code=200 if request.app.state.gateway.ready else 400)
 
-    @router.get("/models/{name}")
+    @router.get("/models/{name}", responses=MISSING)
     async def metadata(request: Request, name: str) -> dict[str, Any]:
         """Model metadata: versions, platform, input and output tensors."""
         return model_metadata(request.app.state.gateway, name)
 
-    @router.get("/models/{name}/ready")
+    @router.get("/models/{name}/ready", response_class=Response, responses=UP | NOT_READY | MISSING)
     async def model_ready(request: Request, name: str) -> Response:
         """200 when the model is served and the gateway ready, 400 if not ready yet."""
-        gw: Gateway = request.app.state.gateway
-        model_or_404(gw, name)
-        return Response(status_code=200 if gw.ready else 400)
+        return _model_ready(request, name)
 
-    body_doc = {"content": {"application/json": {}, OCTET_STREAM: {}}, "required": True}
-
-    @router.post("/models/{name}/infer", openapi_extra={"requestBody": body_doc})
+    @router.post("/models/{name}/infer", openapi_extra={"requestBody": BODY_DOC}, responses=REFUSED)
     async def infer(request: Request, name: str) -> Response:
         """Inference: JSON tensors, or the binary extension (Inference-Header-Content-Length)."""
         return await _infer(request, name)
 
-    # The same three at /versions/{version}: only version 1 exists.
-    @router.get("/models/{name}/versions/{version}")
+    _add_versioned_routes(router)
+    _add_catch_all(router)  # last: it must not shadow the routes above
+    return router
+
+
+def _model_ready(request: Request, name: str) -> Response:
+    gw: Gateway = request.app.state.gateway
+    model_or_404(gw, name)
+    return Response(status_code=200 if gw.ready else 400)
+
+
+def _add_versioned_routes(router: APIRouter) -> None:
+    """The model routes again at /versions/{version}: only version 1 exists."""
+
+    @router.get("/models/{name}/versions/{version}", responses=MISSING)
     async def metadata_at(request: Request, name: str, version: str) -> dict[str, Any]:
         """Model metadata of one version."""
         _check_version(name, version)
-        return await metadata(request, name)
+        return model_metadata(request.app.state.gateway, name)
 
-    @router.get("/models/{name}/versions/{version}/ready")
+    @router.get(
+        "/models/{name}/versions/{version}/ready",
+        response_class=Response,
+        responses=UP | NOT_READY | MISSING,
+    )
     async def model_ready_at(request: Request, name: str, version: str) -> Response:
         """Readiness of one version."""
         _check_version(name, version)
-        return await model_ready(request, name)
+        return _model_ready(request, name)
 
-    @router.post("/models/{name}/versions/{version}/infer", openapi_extra={"requestBody": body_doc})
+    @router.post(
+        "/models/{name}/versions/{version}/infer",
+        openapi_extra={"requestBody": BODY_DOC},
+        responses=REFUSED,
+    )
     async def infer_at(request: Request, name: str, version: str) -> Response:
         """Inference on one version."""
         _check_version(name, version)
-        return await infer(request, name)
+        return await _infer(request, name)
 
+
+def _add_catch_all(router: APIRouter) -> None:
     @router.api_route("/{rest:path}", methods=["GET", "POST"], include_in_schema=False)
     async def unsupported(request: Request, rest: str) -> Response:
-        """Any other /v2 path (repository, shared memory, ...): a 404 the client can read."""
-        detail = f"{request.method} /v2/{rest} is not part of this server's v2 API"
+        """Any other /v2 path (repository, shared memory, ...): a 404 the client can read;
+        a method another /v2 route takes at this path: 405 with the methods it does."""
+        allowed = methods_at(router.routes, request.url.path)
+        if allowed:
+            raise StarletteHTTPException(405, headers={"Allow": ", ".join(allowed)})
+        detail = f"{request.method} /v2/{clip(rest, 60)} is not part of this server's v2 API"
         raise StarletteHTTPException(404, detail)
 
-    return router
+
+def methods_at(routes: Sequence[BaseRoute], path: str) -> list[str]:
+    """The methods `routes` (other than the catch-all) take at `path`."""
+    methods: set[str] = set()
+    for route in routes:
+        catch_all = "{rest:path}" in getattr(route, "path", "")
+        if isinstance(route, APIRoute) and not catch_all and route.path_regex.fullmatch(path):
+            methods |= route.methods
+    return sorted(methods)
 
 
 def add_kserve_routes(app: FastAPI) -> None:

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from scheduling.job import JOB_CLASSES
 from server.codecs import (
+    MAX_DIM,
     MAX_DIMS,
     OCTET_STREAM,
     InputError,
@@ -36,9 +37,12 @@ from server.codecs import (
     decode_binary,
     decode_nested_list,
 )
+from server.echo import echo
 from server.errors import MalformedBody
 from server.infer import Finished, Parsed, job_timing, model_or_404
+from server.json_budget import check_json_values, json_value_limit
 from server.schemas import MAX_SLO_MS, InferParams
+from server.wire_ints import parse_wire_int
 
 if TYPE_CHECKING:
     from server.app import Gateway
@@ -58,7 +62,8 @@ class V2Input(BaseModel):
 
     name: str
     shape: Annotated[
-        list[Annotated[StrictInt, Field(ge=1)]], Field(min_length=1, max_length=MAX_DIMS)
+        list[Annotated[StrictInt, Field(ge=1, le=MAX_DIM)]],
+        Field(min_length=1, max_length=MAX_DIMS),
     ]
     datatype: str
     parameters: dict[str, Any] = Field(default_factory=dict)
@@ -79,7 +84,7 @@ class V2Request(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    id: str | None = None
+    id: str | None = Field(None, max_length=256)  # echoed in the answer: kept short
     parameters: dict[str, Any] = Field(default_factory=dict)
     inputs: list[V2Input] = Field(min_length=1)
     outputs: list[V2Output] | None = None
@@ -115,7 +120,7 @@ def _job_class(parameters: Mapping[str, Any], samples: int) -> str:
     if value is not None:
         if not isinstance(value, str) or value not in JOB_CLASSES:
             raise InputError(
-                "parameters.class", f"class must be 'interactive' or 'batch', got {value!r}"
+                "parameters.class", f"class must be 'interactive' or 'batch', got {echo(value)}"
             )
         return value
     by_priority = _class_of_priority(parameters.get("priority"))
@@ -131,11 +136,18 @@ def _class_of_priority(value: Any) -> str | None:
         word = value.strip().lower()
         if word in _PRIORITY_WORDS:
             return _PRIORITY_WORDS[word]
-        value = int(word) if word.isdigit() else value
+        level = parse_wire_int(word)
+        if level is None:  # not even a number: malformed, as a bad header is (400)
+            raise MalformedBody(
+                f"parameters.priority: {echo(value)} is not a level (an integer >= 0, 1 "
+                "the highest) nor 'high'/'low'",
+                field="parameters.priority",
+            )
+        value = level
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise InputError(
             "parameters.priority",
-            f"priority must be a level >= 0 (1 is the highest) or 'high'/'low', got {value!r}",
+            f"priority must be a level >= 0 (1 is the highest) or 'high'/'low', got {echo(value)}",
         )
     if value == 0:
         return None  # Triton: 0 is the model's default level, i.e. not given
@@ -150,14 +162,25 @@ def _slo_ms(parameters: Mapping[str, Any]) -> float | None:
     else:
         return None
     value, where = parameters[key], f"parameters.{key}"
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise InputError(where, f"{where} must be a number, got {value!r}")
-    if value == 0 and key == "timeout":
+    number = _number(value)
+    if number is None or math.isnan(number):
+        raise InputError(where, f"{where} must be a number, got {echo(value)}")
+    if number == 0 and key == "timeout":
         return None  # Triton: a timeout of 0 means none
-    slo_ms = value * scale
+    slo_ms = number * scale
     if not 0 < slo_ms <= MAX_SLO_MS:
-        raise InputError(where, f"{where}={value!r} is outside (0, {MAX_SLO_MS}] ms")
-    return float(slo_ms)
+        raise InputError(where, f"{where}={echo(value)} is outside (0, {MAX_SLO_MS}] ms")
+    return slo_ms
+
+
+def _number(value: Any) -> float | None:
+    """A JSON number as a float (an integer too large for one is inf); None if not one."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        return float(value)
+    except OverflowError:  # JSON integers have no size limit
+        return math.inf
 
 
 # ------------------------------------------------------------------ decoding
@@ -165,6 +188,7 @@ def decode_v2(gw: Gateway, model: str, body: bytes, header_length: str | None) -
     """Decode a v2 request body into what `run_request` submits (pure: may run on a thread)."""
     spec = model_or_404(gw, model)
     header, binary = _split(body, header_length)
+    check_json_values(header, json_value_limit(gw.config, [spec]))
     request = V2Request.model_validate_json(header)
     array = _input_array(request.inputs, binary, model)
     batch = conform_batch(array, spec, gw.config.max_request_samples)
@@ -183,10 +207,11 @@ def _split(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     """(JSON header, binary tail) of a body; all JSON without the extension's header."""
     if header_length is None:
         return body, b""
-    size = int(header_length) if header_length.strip().isdigit() else -1
-    if not 0 < size <= len(body):
+    size = parse_wire_int(header_length)
+    if size is None or not 0 < size <= len(body):
         raise MalformedBody(
-            f"{HEADER_LENGTH}: {header_length!r} is not a length within the {len(body)}-byte body",
+            f"{HEADER_LENGTH}: {echo(header_length)} is not a length within the "
+            f"{len(body)}-byte body",
             field=HEADER_LENGTH,
         )
     return body[:size], body[size:]
@@ -195,13 +220,13 @@ def _split(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
 def _input_array(inputs: list[V2Input], binary: bytes, model: str) -> np.ndarray:
     """The one input as an array of its declared shape (JSON data or binary bytes)."""
     if len(inputs) != 1 or inputs[0].name != INPUT_NAME:
-        names = [t.name for t in inputs]
+        names = echo([t.name for t in inputs])
         raise InputError("inputs", f"model {model!r} takes one input {INPUT_NAME!r}, got {names}")
     tensor, where = inputs[0], "inputs.0"
     if tensor.datatype != "FP32":
         raise InputError(
             f"{where}.datatype",
-            f"datatype {tensor.datatype!r} is not supported; model {model!r} takes FP32",
+            f"datatype {echo(tensor.datatype)} is not supported; model {model!r} takes FP32",
         )
     if "shared_memory_region" in tensor.parameters:
         raise InputError(f"{where}.parameters", "shared-memory inputs are not supported")
@@ -226,7 +251,7 @@ def _input_array(inputs: list[V2Input], binary: bytes, model: str) -> np.ndarray
     if isinstance(size, bool) or not isinstance(size, int) or size != count * 4:
         raise InputError(
             f"{where}.parameters.binary_data_size",
-            f"binary_data_size {size!r} does not match FP32 shape {tensor.shape} "
+            f"binary_data_size {echo(size)} does not match FP32 shape {tensor.shape} "
             f"({count * 4} bytes)",
         )
     if len(binary) != size:
@@ -243,11 +268,11 @@ def _wanted_outputs(request: V2Request) -> tuple[WantedOutput, ...]:
         where = f"outputs.{i}"
         if out.name != OUTPUT_NAME:
             raise InputError(
-                f"{where}.name", f"unknown output {out.name!r}; the model has {OUTPUT_NAME!r}"
+                f"{where}.name", f"unknown output {echo(out.name)}; the model has {OUTPUT_NAME!r}"
             )
         k = out.parameters.get("classification", 0)
         if isinstance(k, bool) or not isinstance(k, int) or k < 0:
-            raise InputError(f"{where}.parameters.classification", f"not a class count: {k!r}")
+            raise InputError(f"{where}.parameters.classification", f"not a class count: {echo(k)}")
         binary = _flag(out.parameters, "binary_data", f"{where}.parameters", default)
         wanted.append(WantedOutput(out.name, binary, k))
     return tuple(wanted)
@@ -256,7 +281,7 @@ def _wanted_outputs(request: V2Request) -> tuple[WantedOutput, ...]:
 def _flag(parameters: Mapping[str, Any], key: str, where: str, default: bool) -> bool:
     value = parameters.get(key, default)
     if not isinstance(value, bool):
-        raise InputError(f"{where}.{key}", f"{key} must be true or false, got {value!r}")
+        raise InputError(f"{where}.{key}", f"{key} must be true or false, got {echo(value)}")
     return value
 
 

@@ -139,6 +139,10 @@ class Lane(Protocol):
         """Run one dispatch; raises LaneError (WorkerDied) if it cannot."""
         ...
 
+    async def abort(self, reason: str) -> None:
+        """Stop the dispatch in progress (the watchdog's call) and replace the worker."""
+        ...
+
     async def close(self) -> None:
         """Stop the worker and release its resources."""
         ...
@@ -231,6 +235,13 @@ class RunnerSet:
             )
         return outputs
 
+    def interrupt(self) -> None:
+        """Ask every runner that can (ONNX Runtime) to stop its run in progress."""
+        for runner in self._runners.values():
+            stop = getattr(runner, "interrupt", None)
+            if stop is not None:
+                stop()
+
     def close(self) -> None:
         """Release every runner."""
         for runner in self._runners.values():
@@ -320,7 +331,8 @@ class LanePool:
         return self._started and all(lane.ready for lane in self.lanes)
 
     async def start(self) -> None:
-        """Start every lane at once; records (and logs) the first failure."""
+        """Start every lane at once; records every failure in `error` (the gateway's
+        start-up logs it, once)."""
         results = await asyncio.gather(
             *(lane.start() for lane in self.lanes), return_exceptions=True
         )
@@ -330,13 +342,16 @@ class LanePool:
             if isinstance(r, Exception)
         ]
         if failures:
-            self.error = "; ".join(failures)
-            log.error("lanes failed to start: %s", self.error)
+            self.error = "lanes failed to start: " + "; ".join(failures)
         self._started = True
 
     async def run(self, lane: int, batch: LaneBatch) -> LaneResult:
         """Run `batch` on lane `lane`."""
         return await self.lanes[lane].run(batch)
+
+    async def abort(self, lane: int, reason: str) -> None:
+        """Give up on lane `lane`'s dispatch in progress and replace its worker."""
+        await self.lanes[lane].abort(reason)
 
     async def close(self) -> None:
         """Stop every worker (and release shared memory)."""
@@ -391,18 +406,26 @@ def export_models(config: GatewayConfig) -> None:
     but each would pay for building the module first).
     """
     from backends.onnx_backend import fp16_copy
-    from backends.onnx_export import export_onnx
+    from backends.onnx_export import export_onnx_checked, will_reuse
     from workloads.registry import get_workload
 
     for model in config.models:
         if "onnx" not in model.backends or model.onnx_file is not None:
             continue
-        log.info("exporting %s to ONNX (cached in %s)", model.name, config.onnx_dir)
-        path = export_onnx(
-            get_workload(model.name), config.onnx_dir, seed=config.seed, weights=model.weights
-        )
+        workload = get_workload(model.name)
+        options: dict[str, Any] = {"seed": config.seed, "weights": model.weights}
+        if not will_reuse(workload, config.onnx_dir, **options):
+            # Said before it starts: a fresh export takes a while on a small machine.
+            log.info("exporting %s to ONNX (cached in %s)", model.name, config.onnx_dir)
+        started = time.monotonic()
+        done = export_onnx_checked(workload, config.onnx_dir, **options)
+        if done.reused:
+            log.info("reusing %s (up to date)", done.path)
+        else:
+            parity = done.parity.describe() if done.parity else "not checked"
+            log.info("exported %s in %.1f s; %s", done.path, time.monotonic() - started, parity)
         if "fp16" in model.precisions:
-            fp16_copy(path)
+            fp16_copy(done.path)
 
 
 def worker_specs(config: GatewayConfig, specs: dict[str, WorkloadSpec]) -> list[WorkerSpec]:
@@ -427,10 +450,11 @@ def worker_specs(config: GatewayConfig, specs: dict[str, WorkloadSpec]) -> list[
 
 
 def build_pool(config: GatewayConfig, specs: dict[str, WorkloadSpec]) -> LanePool:
-    """The configured lanes (not started)."""
+    """The configured lanes (not started), each of its group's kind (or lanes.kind)."""
+    kinds = {g.name: g.kind or config.lanes.kind for g in config.scheduler.groups()}
     lanes: list[Any] = []
     for worker in worker_specs(config, specs):
-        if config.lanes.kind == "process":
+        if kinds[worker.group] == "process":
             from server.lanes_process import ProcessLane
 
             lanes.append(ProcessLane(worker, config.lanes.start_timeout_s))

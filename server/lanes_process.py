@@ -85,6 +85,13 @@ class ProcessLane:
         finally:
             self.busy = False
 
+    async def abort(self, reason: str) -> None:
+        """Kill a worker stuck in a dispatch; the death watcher restarts it."""
+        proc = self._proc
+        if proc is not None and proc.is_alive():
+            log.warning("lane %d: %s; killing its worker (pid %d)", self.index, reason, proc.pid)
+            proc.kill()
+
     async def close(self) -> None:
         """Stop the worker (terminate, then kill) and unlink the shared memory."""
         self._closing = True

@@ -68,9 +68,47 @@ class ThreadLane:
 
     def _run_sync(self, batch: LaneBatch) -> LaneResult:
         self.busy = True  # on the lane thread: busy means running, not merely queued
-        inputs = self._runners.assemble(batch.key[0], batch.parts)
-        outputs, service_s = timed_run(self._runners, batch.key, inputs)
+        runners = self._runners  # abort() may swap in new runners while this one runs
+        inputs = runners.assemble(batch.key[0], batch.parts)
+        outputs, service_s = timed_run(runners, batch.key, inputs)
         return LaneResult(split_outputs(outputs, [c for _, _, c in batch.parts]), service_s)
+
+    async def abort(self, reason: str) -> None:
+        """Replace a lane stuck in a dispatch: a fresh thread with fresh runners.
+
+        A thread cannot be killed. ONNX Runtime runs are told to stop (they check
+        between operators); any other runtime's call runs on in the abandoned
+        thread, whose result nobody waits for. New dispatches queue on the new
+        thread behind its loading, so the lane serves again once it has warmed.
+        """
+        log.warning(
+            "lane %d: %s; replacing its thread (#%d)", self.index, reason, self.restarts + 1
+        )
+        self._runners.interrupt()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self.restarts += 1
+        self.ready = False
+        self._runners = RunnerSet(self.spec)
+        self._executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"lane{self.spec.lane}r{self.restarts}"
+        )
+        future = asyncio.get_running_loop().run_in_executor(self._executor, self._reload)
+        future.add_done_callback(self._reloaded)
+
+    def _reload(self) -> None:
+        self._runners.load_all()
+
+    def _reloaded(self, future: asyncio.Future[None]) -> None:
+        if future.cancelled():
+            return
+        exc = future.exception()
+        if exc is not None:
+            self.error = f"{type(exc).__name__}: {exc}"
+            log.error("lane %d: reloading after the watchdog failed: %s", self.index, self.error)
+            return
+        self.ready = True
+        self.error = None
+        log.info("lane %d ready again", self.index)
 
     async def close(self) -> None:
         """Release the runners once the thread is idle."""

@@ -43,6 +43,8 @@ LATENCY_BUCKETS: tuple[float, ...] = (
 BATCH_BUCKETS: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 #: Why a request was refused at admission (`mlws_rejections_total`).
 REJECTION_REASONS: tuple[str, ...] = ("predicted_late", "queue_full", "too_large", "unavailable")
+#: Why a request was refused by access control (`mlws_auth_failures_total`, server/auth.py).
+AUTH_FAILURE_REASONS: tuple[str, ...] = ("missing_token", "invalid_token", "wrong_role")
 #: Actual ÷ predicted completion (arrival to end): 1 = the forecast was exact.
 COMPLETION_RATIO_BUCKETS: tuple[float, ...] = (
     0.25, 0.5, 0.67, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0, 5.0,
@@ -57,6 +59,18 @@ class GatewayMetrics:
         self.registry: CollectorRegistry = registry if registry is not None else CollectorRegistry()
         self._models: set[str] = set()
         reg = self.registry
+        self._create_request_metrics(reg)
+        self._create_admission_metrics(reg)
+        self.auth_failures = self._auth_failures_counter()
+        # Series without a model label exist from the start.
+        for job_class in JOB_CLASSES:
+            self.queue_depth.labels(job_class).set(0)
+            self.slo_violations.labels(job_class)
+            self.completion_ratio.labels(job_class)
+        self._register(UNKNOWN_MODEL, with_latency=False)
+
+    def _create_request_metrics(self, reg: CollectorRegistry) -> None:
+        """Latency histograms, queue and lane state, outcomes by request."""
         self.request_duration = Histogram(
             "mlws_request_duration_seconds",
             "End-to-end latency of successful requests, arrival to completion.",
@@ -109,6 +123,9 @@ class GatewayMetrics:
             ["model", "class", "outcome"],
             registry=reg,
         )
+
+    def _create_admission_metrics(self, reg: CollectorRegistry) -> None:
+        """The predictor's error and residual, and what admission did."""
         self.prediction_error = Gauge(
             "mlws_predictor_error_ratio",
             "Service-time predictor error, (predicted - observed) / observed.",
@@ -150,12 +167,6 @@ class GatewayMetrics:
             ["model", "class"],
             registry=reg,
         )
-        # Series without a model label exist from the start.
-        for job_class in JOB_CLASSES:
-            self.queue_depth.labels(job_class).set(0)
-            self.slo_violations.labels(job_class)
-            self.completion_ratio.labels(job_class)
-        self._register(UNKNOWN_MODEL, with_latency=False)
 
     def register_model(self, model: str) -> None:
         """Pre-create every series of `model` at zero, so rate() works before any traffic."""
@@ -224,6 +235,24 @@ class GatewayMetrics:
         if reason not in REJECTION_REASONS:
             raise ValueError(f"unknown reason {reason!r}; expected one of {REJECTION_REASONS}")
         self.rejections.labels(self._model_label(model), job_class, reason).inc()
+
+    def _auth_failures_counter(self) -> Counter:
+        counter = Counter(
+            "mlws_auth_failures_total",
+            "Requests refused by access control: missing_token and invalid_token (401), "
+            "wrong_role (403).",
+            ["reason"],
+            registry=self.registry,
+        )
+        for reason in AUTH_FAILURE_REASONS:  # at zero from the start: rate() has data at once
+            counter.labels(reason)
+        return counter
+
+    def count_auth_failure(self, reason: str) -> None:
+        """One request refused by access control (it never reaches a route)."""
+        if reason not in AUTH_FAILURE_REASONS:
+            raise ValueError(f"unknown reason {reason!r}; expected one of {AUTH_FAILURE_REASONS}")
+        self.auth_failures.labels(reason).inc()
 
     def count_request(self, model: str, job_class: str, outcome: str) -> None:
         """Count one request under its outcome (ok|rejected|shed|error|cancelled|invalid).

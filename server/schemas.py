@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidatorFunctionWrapHandler,
@@ -38,6 +39,14 @@ ERROR_CODES: tuple[str, ...] = (
     "worker_failed",
     "too_large",
     "unavailable",
+    "startup_failed",
+    "unauthorized",
+    "forbidden",
+    "timeout",
+    "not_found",
+    "method_not_allowed",
+    "http_error",
+    "internal_error",
 )
 #: Upper bounds that keep one request from asking for unbounded work.
 MAX_SLO_MS = 600_000
@@ -57,15 +66,31 @@ def infer_request_example() -> dict[str, Any]:
     }
 
 
+def _json_integer(value: Any) -> Any:
+    """A JSON integer: a number with no fraction (JSON Schema's "integer" includes 3.0),
+    never `true` or a string of digits, which a lax int would take."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise PydanticCustomError(
+            "int_type", "Input should be an integer, not a boolean or a string"
+        )
+    return value
+
+
+#: An integer as JSON Schema's "integer" means it (see `_json_integer`). Bounds go
+#: before it in `Annotated[int, Field(ge=...), JSON_INT]`: after it, pydantic writes
+#: them into the JSON schema as unknown keywords ("ge") instead of "minimum".
+JSON_INT = BeforeValidator(_json_integer)
+
+
 class TensorB64(BaseModel):
     """One tensor as base64 of its raw little-endian bytes."""
 
     model_config = ConfigDict(extra="forbid")
 
     data: str = Field(description="Base64 (standard alphabet, padded) of the raw bytes.")
-    shape: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1, max_length=8)] = Field(
-        description="Dimensions, batch axis first (or one sample's shape)."
-    )
+    shape: Annotated[
+        list[Annotated[int, Field(ge=1), JSON_INT]], Field(min_length=1, max_length=8)
+    ] = Field(description="Dimensions, batch axis first (or one sample's shape).")
     dtype: Literal["float32"] = Field("float32", description="Element type; only float32.")
 
 
@@ -81,16 +106,25 @@ class InferParams(BaseModel):
     backend: str | None = Field(None, description="Backend name; the gateway default if null.")
     precision: Precision | None = Field(None, description="fp32 or fp16; default if null.")
     slo_ms: float | None = Field(
-        None, gt=0, le=MAX_SLO_MS, description="Latency budget; the class default if null."
+        None,
+        gt=0,
+        le=MAX_SLO_MS,
+        allow_inf_nan=False,  # NaN compares false with both bounds: name it for what it is
+        description="Latency budget; the class default if null.",
     )
     return_: ReturnMode = Field(
         "top_k", alias="return", description="'top_k' probabilities or raw 'logits'."
     )
-    top_k: int = Field(5, ge=1, le=MAX_TOP_K, description="Entries per sample for top_k.")
+    top_k: Annotated[int, Field(ge=1, le=MAX_TOP_K), JSON_INT] = Field(
+        5, description="Entries per sample for top_k."
+    )
 
 
 class InferQuery(InferParams):
     """Query parameters of a binary POST /infer (the tensor is the body)."""
+
+    # A query string or header is text: "5" is the number 5 here, not a type error.
+    top_k: int = Field(5, ge=1, le=MAX_TOP_K, description="Entries per sample for top_k.")
 
 
 class InferRequest(InferParams):
@@ -105,8 +139,8 @@ class InferRequest(InferParams):
     inputs: TensorB64 | list[Any] | None = Field(
         None, description="The batch: a base64 tensor object, or nested lists of numbers."
     )
-    batch_size: int | None = Field(
-        None, ge=1, le=MAX_BATCH_SIZE, description="Run this many synthetic samples instead."
+    batch_size: Annotated[int, Field(ge=1, le=MAX_BATCH_SIZE), JSON_INT] | None = Field(
+        None, description="Run this many synthetic samples instead."
     )
 
     @field_validator("inputs", mode="wrap")
@@ -139,6 +173,11 @@ class Timing(BaseModel):
     queue_ms: float = Field(description="Arrival to the start of its (first) micro-batch.")
     service_ms: float = Field(description="Start of its first part to the end of its last.")
     e2e_ms: float = Field(description="Arrival to completion, as the gateway measured it.")
+    forecast_ms: float | None = Field(
+        None,
+        description="Arrival to completion as admission forecast it (its planning quantile; "
+        "absent for classes admitted without a forecast).",
+    )
 
 
 class InferResponse(BaseModel):

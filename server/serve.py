@@ -5,6 +5,11 @@ Shutdown on SIGTERM/SIGINT is graceful: the gateway stops taking new requests
 and running work drains for `drain_timeout_s`, whatever is left is answered
 503, lanes stop (worker processes killed, shared memory unlinked), and the
 process exits 0.
+
+A start-up that fails (a model that cannot be timed, an export, a lane or the
+calibration failing) never leaves the process waiting: `mlws serve` shuts down
+and exits 1, its last line the reason, which /readyz showed meanwhile. An app
+served by a plain `GatewayServer` (the tests) stays up with /readyz naming it.
 """
 
 from __future__ import annotations
@@ -16,11 +21,13 @@ import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
 
 from server.config import GatewayConfig, load_gateway_config, parse_gateway_config
+from server.http_guard import guarded_protocol
 
 log = logging.getLogger("mlws.server")
 #: uvicorn waits this much longer than the drain, so drain answers are flushed first.
@@ -28,12 +35,30 @@ SHUTDOWN_MARGIN_S = 5.0
 
 
 class GatewayServer(uvicorn.Server):
-    """uvicorn.Server that tells the gateway when shutdown starts, and exits 0 after it."""
+    """uvicorn.Server that tells the gateway when shutdown starts, and exits 0 after it.
+
+    With `exit_on_startup_failure`, a gateway whose start-up failed is shut down.
+    """
+
+    def __init__(self, config: uvicorn.Config, exit_on_startup_failure: bool = False) -> None:
+        super().__init__(config)
+        self.exit_on_startup_failure = exit_on_startup_failure
+
+    @property
+    def gateway(self) -> Any:
+        """The app's Gateway once its lifespan has built it, else None."""
+        return getattr(getattr(self.config.app, "state", None), "gateway", None)
+
+    async def on_tick(self, counter: int) -> bool:
+        """uvicorn's 0.1 s housekeeping tick; True stops the server."""
+        if await super().on_tick(counter):
+            return True
+        gateway = self.gateway
+        return self.exit_on_startup_failure and getattr(gateway, "phase", None) == "failed"
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         """Start the gateway's drain, then let uvicorn close sockets and wait."""
-        app = self.config.app
-        gateway = getattr(getattr(app, "state", None), "gateway", None)
+        gateway = self.gateway
         if gateway is not None:
             gateway.begin_drain()
         await super().shutdown(sockets)
@@ -55,7 +80,10 @@ def uvicorn_config(app: FastAPI, config: GatewayConfig, **overrides: object) -> 
     settings: dict[str, object] = {
         "host": config.host,
         "port": config.port,
-        "http": "httptools",
+        # httptools, with the limits uvicorn lacks (server/http_guard.py).
+        "http": guarded_protocol(config.limits, config.retry_after_s),
+        "backlog": config.limits.backlog,
+        "timeout_keep_alive": config.limits.keep_alive_s,
         "workers": 1,
         "lifespan": "on",
         "timeout_graceful_shutdown": config.drain_timeout_s + SHUTDOWN_MARGIN_S,
@@ -67,13 +95,18 @@ def uvicorn_config(app: FastAPI, config: GatewayConfig, **overrides: object) -> 
 
 
 def run_server(config: GatewayConfig) -> int:
-    """Serve until SIGTERM/SIGINT; returns the exit status."""
+    """Serve until SIGTERM/SIGINT (exit 0) or a failed start-up (exit 1, the reason
+    printed last); 3 if uvicorn could not start."""
     from server.app import create_app
 
     app = create_app(config)
-    server = GatewayServer(uvicorn_config(app, config))
+    server = GatewayServer(uvicorn_config(app, config), exit_on_startup_failure=True)
     print(f"mlws gateway on http://{config.host}:{config.port} (docs at /docs)", flush=True)
     server.run()
+    gateway = server.gateway
+    if gateway is not None and gateway.phase == "failed":
+        print(f"mlws serve: error: {gateway.error}", file=sys.stderr, flush=True)
+        return 1
     return 0 if server.started else 3
 
 
@@ -81,22 +114,22 @@ def preflight(config: GatewayConfig) -> None:
     """Refuse, before anything starts, what could only fail later in a worker.
 
     Raises ValueError (one line) for a missing weights or ONNX file, an ONNX file
-    the catalogue cannot read, a precision/device no backend here can run, or a
-    predictor file that cannot be loaded.
+    the catalogue cannot read, a precision/device no backend here can run, a
+    predictor file that cannot be loaded, or a model it cannot time (a user's
+    ONNX file whose FLOPs could not be estimated: the line says what to add).
     """
     from backends.devices import ort_cuda_available, resolve_device, torch_cuda_available
+    from server.app import register_models, unregister_models
+    from server.service_checks import check_service_models
     from server.service_times import load_service_models
-    from workloads.onnx_file import inspect_onnx_file
 
-    load_service_models(config)
+    service_models = load_service_models(config)
 
     for i, model in enumerate(config.models):
         for key in ("weights", "onnx_file"):
             path = getattr(model, key)
             if path is not None and not Path(path).is_file():
                 raise ValueError(f"models.{i}.{key}: file not found: {path}")
-        if model.onnx_file is not None:
-            inspect_onnx_file(model.onnx_file, model.name)
         for backend in model.backends:
             cuda = ort_cuda_available() if backend == "onnx" else torch_cuda_available()
             for precision in model.precisions:
@@ -104,6 +137,12 @@ def preflight(config: GatewayConfig) -> None:
                     resolve_device(config.device, precision, cuda)
                 except ValueError as exc:
                     raise ValueError(f"models.{i}.precisions: {exc}") from None
+    # The same check the gateway's start-up makes, before anything is started; the
+    # predictor looks sizes up in the catalogue, so the ONNX files are registered for it.
+    try:
+        check_service_models(config, register_models(config), service_models)
+    finally:
+        unregister_models(config)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

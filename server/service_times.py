@@ -16,6 +16,7 @@ service time includes the time it yielded to interactive work).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,7 @@ def describe(models: dict[str, ResidualCorrection], config: GatewayConfig) -> di
                     "batch_bucket": bucket_label(bucket),
                     "observations": residual.count,
                     "residual_ratio": residual.ratio,
-                    "residual_spread": residual.spread,
+                    "plan_excess_ratio": math.exp(residual.excess()),
                     "example_batch": n,
                     "base_ms": model.reference.predict(workload, backend, precision, n) * 1e3,
                     "corrected_ms": model.predict(workload, backend, precision, n) * 1e3,

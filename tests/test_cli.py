@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -75,15 +76,27 @@ def test_profile_and_export_end_to_end(tmp_path: Path) -> None:
         str(out),
     )
     assert result.returncode == 0, result.stderr
-    assert "[4/4] tiny onnx fp32 bs=2" in result.stderr  # progress
+    # progress off a terminal: a plain line per load and per combination, no bar
+    assert "[4/4] tiny onnx fp32 bs=2" in result.stderr
+    assert "loading tiny on pytorch (fp32, 1 thread)" in result.stderr
+    assert "\r" not in result.stderr
     assert len(out.read_text().strip().splitlines()) == 5
 
-    first = mlws("export-onnx", "--workloads", "tiny", "--out-dir", str(tmp_path / "onnx"))
+    export = ("export-onnx", "--workloads", "tiny", "--out-dir", str(tmp_path / "onnx"))
+    first = mlws(*export)
     assert first.returncode == 0, first.stderr
-    path = Path(first.stdout.strip())
+    path = Path(first.stdout.strip())  # stdout: the path alone
     stamp = path.stat().st_mtime_ns  # exported by the profile run above, reused here
-    assert (
-        mlws("export-onnx", "--workloads", "tiny", "--out-dir", str(tmp_path / "onnx")).returncode
-        == 0
+    # stderr: what was done and the parity figures checked when the file was made
+    assert "[1/1] tiny: up to date, reused; at export: parity vs PyTorch at batch 1, 8" in (
+        first.stderr
     )
+    assert "max abs diff" in first.stderr
+    assert re.search(r"top-1 agreement \d+% of 9 samples", first.stderr)
+    assert mlws(*export).returncode == 0
     assert path.stat().st_mtime_ns == stamp
+
+    forced = mlws(*export, "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert "tiny: exporting to ONNX and checking it against PyTorch" in forced.stderr
+    assert "[1/1] tiny: exported in " in forced.stderr and "max abs diff" in forced.stderr

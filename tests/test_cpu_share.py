@@ -94,3 +94,16 @@ def test_simulated_priority_lanes_keep_interactive_latency_flat() -> None:
     assert all(j.end - j.arrival > 0.03 for j in shared_inter)
     # Batch work still finishes: the low lanes used every core the interactive lane left.
     assert all(j.outcome == "ok" for j in run["priority"].jobs)
+
+
+def test_event_loop_work_slows_the_lanes_it_shares_cores_with() -> None:
+    cpu = SharedCores(2, LANES)
+    inter = dispatch(0, 1)
+    cpu.start(inter, 0.030, 0.0)
+    cpu.overhead(0.010, 0.0)  # 3 normal threads on 2 cores: each at 2/3 speed
+    assert cpu.rate_of(inter) == pytest.approx(2 / 3)
+    assert cpu.finished(0.015) == []  # the overhead ends at 0.015, unreported
+    assert cpu.rate_of(inter) == 1.0
+    # 0.010 done by 0.015, 0.020 left at full speed.
+    assert cpu.next_end() == pytest.approx(0.035)
+    assert cpu.finished(0.035) == [inter]

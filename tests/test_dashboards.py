@@ -227,7 +227,7 @@ def test_datasource_provisioning_matches_dashboard_and_compose(builder: ModuleTy
     assert source["type"] == "prometheus"
     services = compose()["services"]
     assert source["url"] == "http://prometheus:9090"
-    assert "9090:9090" in services["prometheus"]["ports"]
+    assert "127.0.0.1:9090:9090" in services["prometheus"]["ports"]
     # $__rate_interval is four scrape intervals: tell Grafana the real one.
     scrape = yaml.safe_load((DASHBOARDS / "prometheus" / "prometheus.yml").read_text())
     assert source["jsonData"]["timeInterval"] == scrape["global"]["scrape_interval"]

@@ -23,6 +23,8 @@ import pytest
 import yaml
 from jsonschema import Draft7Validator
 
+from server.config import load_gateway_config
+
 REPO = Path(__file__).resolve().parent.parent
 COMPOSE = REPO / "docker-compose.yml"
 DOCKERFILE = REPO / "Dockerfile"
@@ -51,11 +53,12 @@ def test_compose_services_ports_and_profiles() -> None:
     services = compose()["services"]
     assert set(services) == {"gateway", "prometheus", "grafana", "locust"}
     ports = {name: s["ports"] for name, s in services.items()}
+    # Only the gateway (which wants a token) is published beyond this machine.
     assert ports == {
         "gateway": ["8000:8000"],
-        "prometheus": ["9090:9090"],
-        "grafana": ["3000:3000"],
-        "locust": ["8089:8089"],
+        "prometheus": ["127.0.0.1:9090:9090"],
+        "grafana": ["127.0.0.1:3000:3000"],
+        "locust": ["127.0.0.1:8089:8089"],
     }
     assert services["locust"]["profiles"] == ["load"]
     assert all("profiles" not in s for n, s in services.items() if n != "locust")
@@ -87,6 +90,71 @@ def test_compose_images_are_pinned() -> None:
     lock = (REPO / "requirements.lock").read_text()
     locust_version = re.search(r"^locust==(\S+)$", lock, re.M).group(1)  # type: ignore[union-attr]
     assert images["locust"] == f"locustio/locust:{locust_version}"
+
+
+def secret_files() -> dict[str, str]:
+    """Compose secret name → the host file it is read from."""
+    return {name: spec["file"] for name, spec in compose()["secrets"].items()}
+
+
+def test_compose_secrets_are_declared_and_never_committed() -> None:
+    secrets = secret_files()
+    for name, service in compose()["services"].items():
+        for secret in service.get("secrets", []):
+            assert secret in secrets, f"{name}: secret {secret} is not declared"
+    gitignore = (REPO / ".gitignore").read_text().splitlines()
+    for name, path in secrets.items():
+        assert path.startswith("./secrets/"), f"{name}: {path} is outside secrets/"
+    assert "secrets/" in gitignore and "secrets" in dockerignore_patterns()
+
+
+def test_compose_gateway_wants_tokens_from_its_secrets() -> None:
+    """The gateway runs configs/gateway/compose.yaml: every token is a file among the secrets
+    it mounts, and Prometheus scrapes with the one that has the metrics role."""
+    gateway = compose()["services"]["gateway"]
+    command = gateway["command"]
+    host, config = command[command.index("--host") + 1], command[command.index("--config") + 1]
+    assert host == "0.0.0.0"
+    mounted = {v.split(":")[1]: v.split(":")[0] for v in gateway["volumes"]}
+    auth = load_gateway_config(REPO / mounted[config]).auth
+    mounts = {f"/run/secrets/{s}": s for s in gateway["secrets"]}
+    assert auth.enabled and not auth.metrics_open
+    assert all(t.file in mounts for t in auth.tokens)
+    roles = {mounts[t.file]: set(t.roles) for t in auth.tokens if t.file is not None}
+    scrape = yaml.safe_load((REPO / "dashboards/prometheus/prometheus.yml").read_text())
+    credentials = scrape["scrape_configs"][0]["authorization"]["credentials_file"]
+    secret = credentials.removeprefix("/run/secrets/")
+    assert roles[secret] == {"metrics"}
+    assert secret in compose()["services"]["prometheus"]["secrets"]
+    # Locust sends the inference token.
+    locust = compose()["services"]["locust"]
+    token_file = locust["environment"]["MLWS_TOKEN_FILE"].removeprefix("/run/secrets/")
+    assert token_file in locust["secrets"] and roles[token_file] == {"inference"}
+
+
+def test_prometheus_and_grafana_have_no_open_admin() -> None:
+    services = compose()["services"]
+    assert not any("enable-lifecycle" in part for part in services["prometheus"]["command"])
+    grafana = services["grafana"]
+    environment = grafana["environment"]
+    assert "GF_SECURITY_ADMIN_PASSWORD" not in environment
+    password = environment["GF_SECURITY_ADMIN_PASSWORD__FILE"]
+    assert password.removeprefix("/run/secrets/") in grafana["secrets"]
+
+
+def test_make_secrets_creates_private_files_once(tmp_path: Path) -> None:
+    folder = tmp_path / "secrets"
+    script = REPO / "scripts" / "make-secrets.sh"
+    subprocess.run(["bash", str(script), str(folder)], check=True, timeout=60)
+    files = {Path(f).name for f in secret_files().values()}
+    assert {p.name for p in folder.iterdir()} == files
+    first = {p.name: p.read_text() for p in folder.iterdir()}
+    assert all(len(v) == 43 and v.isalnum() for v in first.values()), first
+    assert len(set(first.values())) == len(first)
+    assert folder.stat().st_mode & 0o777 == 0o700
+    assert all(p.stat().st_mode & 0o777 == 0o644 for p in folder.iterdir())
+    subprocess.run(["bash", str(script), str(folder)], check=True, timeout=60)
+    assert {p.name: p.read_text() for p in folder.iterdir()} == first
 
 
 def bind_sources() -> list[str]:

@@ -6,12 +6,14 @@ import csv
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 
 from loadgen.config import load_experiment_config
 from loadgen.experiment import run_experiment
 from loadgen.live import gateway_config_for
 from loadgen.plots import PLOT_NAMES
+from loadgen.sim_vs_live_plot import PLOT_NAME as SIM_VS_LIVE
 from server.config import parse_gateway_config
 
 
@@ -49,9 +51,11 @@ def test_gateway_config_mirrors_the_experiment(tmp_path: Path) -> None:
     assert gateway.max_request_samples == 8
 
 
-def test_live_run_writes_trace_summary_plots_and_sim_vs_live(tmp_path: Path) -> None:
+def test_live_run_writes_trace_summary_plots_and_sim_vs_live(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = load_experiment_config(live_config(tmp_path))
-    out = run_experiment(config, tmp_path / "results", quiet=True)
+    out = run_experiment(config, tmp_path / "results")
     with (out / "trace.csv").open() as f:
         rows = list(csv.DictReader(f))
     summary = json.loads((out / "summary.json").read_text())
@@ -63,5 +67,12 @@ def test_live_run_writes_trace_summary_plots_and_sim_vs_live(tmp_path: Path) -> 
     assert set(twin) == {"interactive", "batch"}
     assert twin["interactive"]["p99_ms"]["live"] > 0
     assert twin["interactive"]["p99_ms"]["diff"] is not None
-    for name in PLOT_NAMES:
-        assert (out / "plots" / name).stat().st_size > 1000
+    for name in (*PLOT_NAMES, SIM_VS_LIVE):
+        assert (out / "plots" / name).read_bytes().startswith(b"\x89PNG"), name
+        assert (out / "plots" / name).stat().st_size > 10_000, name
+    err = capsys.readouterr().err
+    # off a terminal the steps are plain lines: the gateway's start, then the answers
+    assert "starting a gateway for the live run" in err and "gateway ready at http" in err
+    n = summary["jobs"]
+    assert f": 100% ({n}/{n} answers" in err
+    assert f"simulated twin: 100% ({n}/{n} arrivals" in err

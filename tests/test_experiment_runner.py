@@ -73,8 +73,13 @@ def test_end_to_end_writes_trace_summary_config_and_plots(
     assert tuple(rows[0]) == TRACE_COLUMNS
     assert {r["class"] for r in rows} == {"interactive", "batch"}
 
-    for key in ("latency_ms", "slo", "throughput", "fairness", "outcomes", "classes", "config"):
+    for key in ("latency_ms", "slo", "throughput", "outcomes", "classes", "config"):
         assert key in summary
+    assert summary["batch_to_interactive_wait_ratio"] > 1  # priority_slo: batch waits longer
+    assert "fairness" not in summary
+    # per class, exactly as configured (the defaults here), never one figure for both
+    assert summary["slo_ms"] == {"interactive": 100.0, "batch": 1000.0}
+    assert summary["classes"]["interactive"]["slo_ms"] == 100.0
     for cls in ("interactive", "batch"):
         group = summary["classes"][cls]
         assert set(group["latency_ms"]) == {"e2e", "wait", "service"}
@@ -87,14 +92,21 @@ def test_end_to_end_writes_trace_summary_config_and_plots(
         0.7 * summary["run"]["capacity_jobs_per_s"]
     )
 
+    assert sorted(p.name for p in (out / "plots").iterdir()) == sorted(PLOT_NAMES)
     for name in PLOT_NAMES:
         data = (out / "plots" / name).read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 10_000, name
     copy = yaml.safe_load((out / "config.yaml").read_text())
     assert copy["name"] == "small" and copy["scheduler"]["lanes"] == 2
 
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "interactive" in printed and "p99=" in printed and str(out) in printed
+    assert "slo(100ms)" in printed and "slo(1000ms)" in printed
+    # progress off a terminal: plain lines on stderr, the last one at 100 %
+    assert f"small: {summary['jobs']:,} arrivals over 20 s" in captured.err
+    assert f"simulate: 100% ({summary['jobs']:,}/{summary['jobs']:,} arrivals" in captured.err
+    assert "writing trace.csv, summary.json, config.yaml and plots/" in captured.err
 
 
 def test_same_seed_same_result_and_runs_never_overwrite(tmp_path: Path) -> None:

@@ -71,8 +71,10 @@ def test_a_burst_beyond_capacity_is_refused_early_and_the_admitted_meet_their_sl
     for body_ in refused:
         assert body_["error"] == "predicted_late" and body_["retry"].isdigit()
         forecast = body_["admission"]
-        # Refused: the forecast plus the 15 ms margin kept in hand is past the deadline.
-        assert forecast["predicted_finish_ms"] + 15 > forecast["deadline_ms"] == pytest.approx(2000)
+        # Refused: the forecast plus the margin kept in hand is past the deadline.
+        assert (
+            forecast["predicted_finish_ms"] + 100 > forecast["deadline_ms"] == pytest.approx(2000)
+        )
         assert forecast["retry_after_ms"] >= 0
         assert "past its 2000 ms deadline" in body_["detail"]
     met = sum(1 for a in admitted if a.get("slo_met"))

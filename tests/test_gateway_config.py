@@ -30,15 +30,15 @@ def test_the_embedded_default_serves_resnet18_on_onnx(monkeypatch: pytest.Monkey
     assert (config.host, config.port, config.lanes.count, config.lanes.kind) == (
         "127.0.0.1",
         8000,
-        3,
+        4,
         "thread",
     )
     assert config.scheduler.policy == "priority_slo"
     assert config.scheduler.queue_limit == {"interactive": 64, "batch": 256}
-    assert config.scheduler.lanes == 3 and config.max_request_samples == 64
+    assert config.scheduler.lanes == 4 and config.max_request_samples == 64
     inter, batch = config.scheduler.groups()
     assert (inter.count, inter.threads, inter.priority, inter.classes) == (
-        1,
+        2,
         2,
         "normal",
         ("interactive",),
@@ -76,7 +76,8 @@ def test_lane_groups_set_the_lane_count() -> None:
 def test_default_layout_scales_with_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("os.cpu_count", lambda: 16)
     inter, batch = GatewayConfig().scheduler.groups()
-    assert (inter.count, inter.threads, batch.count, batch.threads) == (4, 4, 16, 1)
+    assert (inter.count, inter.threads, batch.count, batch.threads) == (4, 8, 16, 1)
+    assert batch.kind == "process" and batch.priority == "low"
 
 
 def test_threads_per_lane_defaults_to_cores_over_lanes(monkeypatch: pytest.MonkeyPatch) -> None:

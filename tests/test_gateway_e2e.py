@@ -68,7 +68,8 @@ def test_base64_json_matches_the_runner(client, runner, job_class: str) -> None:
     assert data["samples"] == 3 and data["class"] == job_class
     assert data["backend"] == "onnx" and data["precision"] == "fp32"
     assert len(data["outputs"][0]) == 5  # top_k defaults to 5
-    assert set(data["timing"]) == {"queue_ms", "service_ms", "e2e_ms"}
+    assert set(data["timing"]) == {"queue_ms", "service_ms", "e2e_ms", "forecast_ms"}
+    assert data["timing"]["forecast_ms"] is None or data["timing"]["forecast_ms"] > 0
     assert data["batch_size"] >= 3 and data["lane"] in (0, 1)
     assert r.headers["content-type"] == "application/json"
 

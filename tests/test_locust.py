@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -88,6 +89,8 @@ def test_converter_from_csvs_only(tmp_path: Path) -> None:
     assert inter["slo"]["attainment"] == 0.95 and inter["slo"]["slo_missed"] == 4
     assert inter["slo"]["errors"] == {"shed": 1} and inter["completed"] == 99
     assert inter["slo_ms"] == 100.0
+    assert summary["slo_ms"] == {"interactive": 100.0, "batch": 1000.0}  # per class, not one
+    assert summary["batch_to_interactive_wait_ratio"] is None and "fairness" not in summary
     assert summary["jobs"] == 140 and summary["slo"]["attainment"] == pytest.approx(125 / 140)
     assert summary["latency_ms"]["e2e"]["p99"] == 600.0  # the Aggregated row
     assert summary["outcomes"] == {"ok": 135, "queue_full": 3, "shed": 1, "unattributed": 1}
@@ -168,8 +171,12 @@ def test_schedule_and_failure_messages() -> None:
 
 # ------------------------------------------------------------------ a real run
 @pytest.fixture(scope="module")
-def gateway(onnx_dir: Path) -> Iterator[LiveServer]:
-    with LiveServer(tiny_config(onnx_dir)) as live:
+def gateway(onnx_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A gateway with access control: the users must send the token of --mlws-token-file."""
+    token = tmp_path_factory.mktemp("token") / "inference.token"
+    token.write_text(secrets.token_urlsafe(32))
+    auth = {"tokens": [{"name": "locust", "roles": ["inference"], "file": str(token)}]}
+    with LiveServer(tiny_config(onnx_dir, auth=auth)) as live:
         yield live
 
 
@@ -183,6 +190,7 @@ def test_headless_locust_run_converts(gateway: LiveServer, tmp_path: Path, capsy
         "MLWS_BATCH_SLO_MS": "2",
         "MLWS_BATCH_MIN": "2",
         "MLWS_BATCH_MAX": "8",
+        "MLWS_TOKEN_FILE": str(gateway.config.auth.tokens[0].file),
     }
     cmd = [sys.executable, "-m", "locust", "-f", "loadgen/locustfile.py", "--headless"]
     cmd += ["-u", "4", "-r", "4", "-t", f"{RUN_S}s", "--host", gateway.base_url]

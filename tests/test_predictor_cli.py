@@ -21,7 +21,7 @@ from loadgen.config import (
 )
 from loadgen.experiment import build_service_model, run_experiment, simulate_run
 from predictor.collect import collect_profiling_data
-from predictor.evaluate import plot_predictions
+from predictor.evaluate import evaluate_predictor, plot_predictions, predictions_figure
 from predictor.features import load_profile_data
 from predictor.latency import LatencyPredictor
 from predictor.profiler import ProfileSettings
@@ -87,8 +87,20 @@ def test_console_script_unknown_option_is_one_line() -> None:
 def test_plot_is_a_png(profile_csv: Path, tmp_path: Path) -> None:
     predictor = LatencyPredictor().train(synthetic([1, 4, 16], workloads=("s",)))
     rows = load_profile_data(synthetic(TEST, workloads=("s",)))
+    import matplotlib.pyplot as plt  # to close the figure the test draws
+
     path = plot_predictions(predictor, rows, tmp_path / "plots" / "pred.png")
     assert path.read_bytes().startswith(b"\x89PNG")
+    # the axes say which marker is which, the title the test set and the error on it
+    figure = predictions_figure(predictor, rows)
+    ax = figure.axes[0]
+    assert ax.get_xlabel() == "measured (ms): filled = mean_ms, hollow = p95_ms"
+    assert ax.get_ylabel() == "predicted (ms): filled = mean_ms, hollow = q0.95 quantile"
+    mape = evaluate_predictor(predictor, rows)["mape"]
+    sizes = ", ".join(str(b) for b in sorted(set(TEST)))
+    assert f"test set: {len(rows)} rows: s at batch {sizes}" in ax.get_title()
+    assert f"MAPE {mape:.1f} %" in ax.get_title()
+    plt.close(figure)
 
 
 @pytest.mark.parametrize(
@@ -121,7 +133,9 @@ def test_mistakes_are_one_line_exit_2(
 
 
 # ------------------------------------------------------------------------------ seed API
-def test_collect_profiling_data_with_the_tiny_model(onnx_dir: Path, tmp_path: Path) -> None:
+def test_collect_profiling_data_with_the_tiny_model(
+    onnx_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "profiles.csv"
     rows = collect_profiling_data(
         workloads={"tiny": None},
@@ -139,6 +153,10 @@ def test_collect_profiling_data_with_the_tiny_model(onnx_dir: Path, tmp_path: Pa
     ]
     with out.open() as fh:
         assert [r["batch_size"] for r in csv.DictReader(fh)] == ["1", "2"]
+    # the seed API reports progress too: plain lines on stderr off a terminal
+    err = capsys.readouterr().err
+    assert "loading tiny on onnx (fp32, 1 thread)" in err
+    assert "[1/2] tiny onnx fp32 bs=1 threads=1: p50 " in err and "[2/2] tiny onnx" in err
     with pytest.raises(ValueError, match="unknown workload 'resnet99'"):
         collect_profiling_data({"resnet99": None}, output_path=tmp_path / "x.csv")
 

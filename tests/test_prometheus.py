@@ -1,7 +1,8 @@
 """Prometheus configuration and rules, checked by the real promtool and a real Prometheus.
 
 promtool checks dashboards/prometheus/{prometheus,rules}.yml and runs the alert unit tests
-(rules_test.yml). Then a real Prometheus scrapes a real gateway (the tiny model) every
+(rules_test.yml). Then a real Prometheus scrapes a real gateway (the tiny model, with
+access control: Prometheus sends a metrics-only bearer token, as in compose) every
 second while the test sends both classes of traffic and some bad requests, and every PromQL
 expression of the Grafana dashboard and of rules.yml is evaluated through /api/v1/query:
 each must parse and return data. Alerts are normally quiet, so an alert expression must
@@ -17,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -97,8 +99,15 @@ def test_system_deps_script_is_idempotent(tools: dict[str, str]) -> None:
     assert "apt-get" not in result.stderr
 
 
-def test_promtool_check_config(tools: dict[str, str]) -> None:
-    out = promtool(tools, "check", "config", PROM_DIR / "prometheus.yml")
+def test_promtool_check_config(tools: dict[str, str], tmp_path: Path) -> None:
+    # promtool checks that the token file exists: the compose secret is only in a container.
+    config = yaml.safe_load((PROM_DIR / "prometheus.yml").read_text())
+    token = tmp_path / "metrics.token"
+    token.write_text(secrets.token_urlsafe(32))
+    config["scrape_configs"][0]["authorization"]["credentials_file"] = str(token)
+    config["rule_files"] = [str(PROM_DIR / "rules.yml")]
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    out = promtool(tools, "check", "config", tmp_path / "prometheus.yml")
     assert "SUCCESS" in out and "rules.yml" in out
 
 
@@ -119,6 +128,11 @@ def test_compose_config_scrapes_the_gateway_every_5s() -> None:
     assert job["job_name"] == "mlws"
     assert job["static_configs"] == [{"targets": ["gateway:8000"]}]
     assert config["global"]["scrape_interval"] == "5s"
+    # The gateway's /metrics wants a token: the compose secret (tests/test_docker.py).
+    assert job["authorization"] == {
+        "type": "Bearer",
+        "credentials_file": "/run/secrets/mlws_metrics_token",
+    }
 
 
 def rule_exprs() -> list[tuple[str, str, str]]:
@@ -205,8 +219,9 @@ def test_compared_operands() -> None:
 class Traffic:
     """Both classes and some bad requests against the gateway until stopped (bounded)."""
 
-    def __init__(self, base_url: str, workers: int = 3, max_s: float = 90.0) -> None:
+    def __init__(self, base_url: str, token: str, workers: int = 3, max_s: float = 90.0) -> None:
         self.base_url = base_url
+        self.headers = {"Authorization": f"Bearer {token}"}
         self.stop = threading.Event()
         self.max_s = max_s
         self.counts: dict[int, int] = {}
@@ -239,7 +254,7 @@ class Traffic:
 
     def _run(self, worker: int) -> None:
         deadline = time.monotonic() + self.max_s
-        with httpx.Client(base_url=self.base_url, timeout=30) as client:
+        with httpx.Client(base_url=self.base_url, timeout=30, headers=self.headers) as client:
             n = worker
             while not self.stop.is_set() and time.monotonic() < deadline:
                 status = self._send(client, n)
@@ -251,15 +266,17 @@ class Traffic:
 
 
 class PrometheusProcess:
-    """`prometheus` scraping one target every second with the repository's rules."""
+    """`prometheus` scraping one target every second with the repository's rules, sending
+    the token in `token_file`."""
 
-    def __init__(self, binary: str, target: str, workdir: Path) -> None:
+    def __init__(self, binary: str, target: str, workdir: Path, token_file: Path) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = yaml.safe_load((PROM_DIR / "prometheus.yml").read_text())
         config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
         config["rule_files"] = [str(PROM_DIR / "rules.yml")]
         config["scrape_configs"][0]["static_configs"] = [{"targets": [target]}]
+        config["scrape_configs"][0]["authorization"]["credentials_file"] = str(token_file)
         self.config_path = workdir / "prometheus.yml"
         self.config_path.write_text(yaml.safe_dump(config))
         self.log_path = workdir / "prometheus.log"
@@ -313,12 +330,24 @@ class PrometheusProcess:
 def stack(
     tools: dict[str, str], onnx_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[LiveServer, PrometheusProcess, Traffic]]:
-    """A gateway under traffic and a Prometheus scraping it every second."""
+    """A gateway with access control under traffic, and a Prometheus scraping it every
+    second with a metrics-only token, as docker-compose.yml runs them."""
     workdir = tmp_path_factory.mktemp("prometheus")
+    tokens = {role: secrets.token_urlsafe(32) for role in ("inference", "metrics")}
+    for role, token in tokens.items():
+        (workdir / f"{role}.token").write_text(token)
+    auth = {
+        "tokens": [
+            {"name": role, "roles": [role], "file": str(workdir / f"{role}.token")}
+            for role in tokens
+        ]
+    }
     with (
-        LiveServer(tiny_config(onnx_dir)) as gateway,
-        PrometheusProcess(tools["prometheus"], f"127.0.0.1:{gateway.port}", workdir) as prom,
-        Traffic(gateway.base_url) as traffic,
+        LiveServer(tiny_config(onnx_dir, auth=auth)) as gateway,
+        PrometheusProcess(
+            tools["prometheus"], f"127.0.0.1:{gateway.port}", workdir, workdir / "metrics.token"
+        ) as prom,
+        Traffic(gateway.base_url, tokens["inference"]) as traffic,
     ):
         yield gateway, prom, traffic
 
@@ -420,5 +449,9 @@ def test_gateway_metrics_pass_promtool_lint(
     tools: dict[str, str], stack: tuple[LiveServer, PrometheusProcess, Traffic]
 ) -> None:
     gateway, _, _ = stack
-    text = httpx.get(f"{gateway.base_url}/metrics", timeout=10).text
+    (scraper,) = [t for t in gateway.config.auth.tokens if "metrics" in t.roles]
+    headers = {"Authorization": f"Bearer {Path(str(scraper.file)).read_text()}"}
+    r = httpx.get(f"{gateway.base_url}/metrics", timeout=10, headers=headers)
+    assert r.status_code == 200, r.text
+    text = r.text
     promtool(tools, "check", "metrics", stdin=text)

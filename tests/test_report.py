@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from loadgen.report import TRACE_COLUMNS, JobArrays, summarize, write_summary, write_trace
+from loadgen.report import (
+    TRACE_COLUMNS,
+    JobArrays,
+    format_summary,
+    summarize,
+    write_summary,
+    write_trace,
+)
 from scheduling.job import Job
 
 
@@ -86,7 +93,8 @@ def test_summary_numbers(jobs: list[Job]) -> None:
     assert inter["jobs"] == 4 and inter["completed"] == 3
     assert inter["slo"]["attainment"] == pytest.approx(0.5)
     assert inter["slo"]["violation_rate"] == pytest.approx(0.5)
-    assert inter["slo_ms"] == pytest.approx(100.0)
+    assert inter["slo_ms"] == 100.0  # rounded to the µs: no 100.00000000000009
+    assert s["slo_ms"] == {"interactive": 100.0, "batch": 1000.0}  # per class, never one
     e2e = inter["latency_ms"]["e2e"]
     # sorted 20, 30, 150; linear interpolation between ranks (numpy default)
     assert e2e["p50"] == pytest.approx(30.0)
@@ -100,15 +108,29 @@ def test_summary_numbers(jobs: list[Job]) -> None:
     assert batch["slo"]["attainment"] == pytest.approx(0.5)
     assert batch["latency_ms"]["service"]["p50"] == pytest.approx(450.0)  # 300 and 600
     assert batch["throughput"]["samples_per_s"] == pytest.approx(4.8)
-    # fairness = mean batch wait / mean interactive wait = 400 / 20
-    assert s["fairness"] == pytest.approx(20.0)
+    # mean batch wait / mean interactive wait = 400 / 20
+    assert s["batch_to_interactive_wait_ratio"] == pytest.approx(20.0)
+    assert "fairness" not in s
     assert s["config"] == {"name": "hand"}
+
+
+def test_slos_are_the_configured_values_exactly() -> None:
+    # (1.7 + 0.1) - 1.7 s is 100.00000000000009 ms: the summary must not print that.
+    jobs = [make_job(0, "interactive", 1, 1.7, 1.71, 1.75), make_job(1, "batch", 4, 1.7, 1.8, 2.0)]
+    configured = {"slo_ms": {"interactive": 100.0, "batch": 1000.0}}
+    s = summarize(jobs, configured, 1.0)
+    assert s["slo_ms"] == {"interactive": 100.0, "batch": 1000.0}
+    assert s["classes"]["interactive"]["slo_ms"] == 100.0
+    text = format_summary(s)
+    assert "slo(100ms)" in text and "slo(1000ms)" in text and "100.0000" not in text
+    assert "mean batch wait ÷ mean interactive wait = 10.00" in text
 
 
 def test_undefined_values_are_null_in_json(tmp_path: Path) -> None:
     only_batch = [make_job(0, "batch", 8, 0.0, 0.0, 0.2)]
     s = summarize(only_batch, {}, 1.0, extra={"policy": "fifo"})
-    assert s["fairness"] is None  # no interactive jobs
+    assert s["batch_to_interactive_wait_ratio"] is None  # no interactive jobs
+    assert s["slo_ms"] == {"interactive": None, "batch": 1000.0}
     inter = s["classes"]["interactive"]
     assert inter["jobs"] == 0 and inter["slo"]["attainment"] is None
     assert inter["latency_ms"]["e2e"]["p99"] is None
@@ -117,9 +139,9 @@ def test_undefined_values_are_null_in_json(tmp_path: Path) -> None:
     assert loaded["classes"]["interactive"]["slo_ms"] is None
 
 
-def test_zero_interactive_wait_makes_fairness_undefined() -> None:
+def test_zero_interactive_wait_makes_the_wait_ratio_undefined() -> None:
     jobs = [make_job(0, "interactive", 1, 0.0, 0.0, 0.01), make_job(1, "batch", 4, 0.0, 0.1, 0.2)]
-    assert summarize(jobs, {}, 1.0)["fairness"] is None
+    assert summarize(jobs, {}, 1.0)["batch_to_interactive_wait_ratio"] is None
 
 
 def test_job_arrays_match_job_properties(jobs: list[Job]) -> None:

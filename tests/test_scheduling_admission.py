@@ -12,7 +12,8 @@ from scheduling.errors import PredictedLate
 from scheduling.service_time import FixedServiceTime
 from tests.factories import SERVICE, make_job, make_scheduler
 
-ON = {"refuse_late": True, "shed_late": True}
+#: Refuse and shed, planning at the 0.95 quantile whatever the load (`loaded: 0`).
+ON = {"refuse_late": True, "shed_late": True, "quantile": 0.95, "loaded": 0.0}
 GROUPS = [
     {"name": "interactive", "count": 1, "classes": ["interactive"]},
     {"name": "batch", "count": 2, "classes": ["batch"], "priority": "low"},
@@ -196,3 +197,103 @@ def test_simulator_refuses_the_same_jobs() -> None:
         now += SERVICE.predict(d.workload, d.backend, d.precision, d.samples)
         sched.complete(d, now)
     assert all(j.slo_met for j in admitted)
+
+
+class Planned(FixedServiceTime):
+    """A model whose planning estimate is `factor` × its mean (a wide observed spread)."""
+
+    def __init__(self, factor: float) -> None:
+        super().__init__({"*": (10.0, 1.0)})
+        self.factor = factor
+
+    def plan(self, workload: str, backend: str, precision: str, samples: int) -> float:
+        return self.factor * self.predict(workload, backend, precision, samples)
+
+
+def test_a_job_that_would_start_at_once_is_refused_only_if_its_mean_misses() -> None:
+    """A plan inflated past the SLO must not refuse work an idle lane could do: idle
+    lanes would teach the model nothing and the refusals would never stop."""
+    sched = make_scheduler(lanes=1, service_model=Planned(20.0), admission={"interactive": ON})
+    job = interactive(0, slo=0.1)  # plan 220 ms > 100 ms, mean 11 ms fits
+    sched.submit(job, 0.0)
+    [d] = sched.poll(0.0)
+    with pytest.raises(PredictedLate):  # behind a running job it would start later: refused
+        sched.submit(interactive(1, slo=0.1), 0.0)
+    sched.complete(d, 0.011)
+    with pytest.raises(PredictedLate):  # its mean alone (11 ms) misses a 5 ms SLO
+        sched.submit(interactive(2, t=0.011, slo=0.005), 0.011)
+
+
+@pytest.mark.parametrize(("quantile", "admitted"), [(0.95, True), (0.99, False)])
+def test_the_class_quantile_sets_how_sure_admission_must_be(
+    quantile: float, admitted: bool
+) -> None:
+    """Two 11 ms dispatches in a chain, each with a 5.5 ms planning excess: the 0.95
+    forecast is 22 + √2·5.5 ≈ 29.8 ms, the 0.99 one 22 + √2·5.5·1.414 ≈ 33 ms."""
+    rules = {"interactive": {**ON, "quantile": quantile}}
+    sched = make_scheduler(lanes=1, service_model=Planned(1.5), admission=rules)
+    sched.submit(interactive(0), 0.0)
+    sched.poll(0.0)
+    job = interactive(1, slo=0.031)
+    if admitted:
+        sched.submit(job, 0.0)
+        assert job.predicted_end == pytest.approx(0.022 + 2**0.5 * 0.0055)
+    else:
+        with pytest.raises(PredictedLate):
+            sched.submit(job, 0.0)
+
+
+def test_the_drivers_hop_lengthens_every_dispatch_and_both_ends() -> None:
+    sched = make_scheduler(lanes=1, admission={"interactive": ON})
+    sched.hop_s = 0.002
+    sched.submit(interactive(0), 0.0)
+    sched.poll(0.0)
+    job = interactive(1)
+    sched.submit(job, 0.0)  # running (11 ms) + its own 11 + 2 ms hop
+    assert job.predicted_end == pytest.approx(0.011 + 0.013)
+
+
+def test_a_lag_spike_does_not_refuse_work_idle_lanes_would_finish() -> None:
+    """The hop is a p95 of event-loop lag: on idle lanes only the mean must fit, so a
+    hop larger than the SLO does not refuse an 11 ms job; behind a busy lane it does."""
+    sched = make_scheduler(lanes=1, admission={"interactive": ON})
+    sched.submit(interactive(0), 0.0)
+    [d] = sched.poll(0.0)
+    sched.complete(d, 0.011)  # ran just now: no probe, the mean decides
+    sched.hop_s = 0.2
+    job = interactive(1, t=0.011, slo=0.05)
+    sched.submit(job, 0.011)
+    [d] = sched.poll(0.011)
+    assert d.jobs == [job]
+    with pytest.raises(PredictedLate):
+        sched.submit(interactive(2, t=0.011, slo=0.05), 0.011)
+
+
+def test_idle_lanes_probe_once_per_probe_s_when_even_the_mean_misses() -> None:
+    """Mean 11 ms, SLO 5 ms: every forecast misses. Refusing for ever would keep the
+    lanes idle and the model stale; a probe per probe_s lets it relearn."""
+    rules = {"interactive": {**ON, "probe_s": 1.0}}
+    sched = make_scheduler(lanes=1, admission=rules)
+    first = interactive(0, slo=0.005)
+    sched.submit(first, 0.0)  # never ran: probe
+    [d] = sched.poll(0.0)
+    sched.complete(d, 0.011)
+    with pytest.raises(PredictedLate):  # idle, but it ran 0.5 s ago
+        sched.submit(interactive(1, t=0.5, slo=0.005), 0.5)
+    probe = interactive(2, t=1.02, slo=0.005)
+    sched.submit(probe, 1.02)
+    assert sched.poll(1.02)[0].jobs == [probe]
+
+
+def test_under_light_load_only_a_job_late_on_average_is_refused() -> None:
+    """loaded 0.5: a lone arrival (load ≈ 0) behind a running job is admitted although
+    its 0.95 forecast misses, since its mean forecast (22 ms) fits the 25 ms SLO."""
+    rules = {"interactive": {**ON, "loaded": 0.5}}
+    sched = make_scheduler(lanes=1, service_model=Planned(1.5), admission=rules)
+    sched.submit(interactive(0), 0.0)
+    sched.poll(0.0)
+    job = interactive(1, slo=0.025)
+    sched.submit(job, 0.0)
+    assert job.predicted_end == pytest.approx(0.022)
+    with pytest.raises(PredictedLate):  # its mean forecast (33 ms) misses too
+        sched.submit(interactive(2, slo=0.025), 0.0)

@@ -72,18 +72,18 @@ def test_priority_slo_is_edf_within_a_class(job_class: str) -> None:
     assert jobs[1].start == pytest.approx(22 * ms)
 
 
-def test_lanes_go_to_the_longest_idle_lowest_index_on_ties() -> None:
+def test_lanes_go_to_the_most_recently_freed_lowest_index_on_ties() -> None:
     jobs = by_id(
         [
             make_job(id=0, samples=20, arrival=0.0),  # lane 0, 0-30 ms
             make_job(id=1, samples=1, arrival=0.0),  # lane 1, 0-11 ms
-            make_job(id=2, arrival=0.040),  # both idle: lane 1 freed first (11 < 30 ms)
-            make_job(id=3, arrival=0.040),  # then lane 0
+            make_job(id=2, arrival=0.040),  # both idle: lane 0 freed last (30 > 11 ms), warm
+            make_job(id=3, arrival=0.040),  # then lane 1
             make_job(id=4, arrival=0.100),  # both freed at 51 ms: tie, lowest index
         ]
     )
     drive(make_scheduler(policy="fifo", lanes=2), jobs.values())
-    assert [jobs[i].lane for i in range(5)] == [0, 1, 1, 0, 0]
+    assert [jobs[i].lane for i in range(5)] == [0, 1, 0, 1, 0]
     assert jobs[0].end == pytest.approx(30 * ms)
     assert jobs[2].end == jobs[3].end == pytest.approx(51 * ms)
 

@@ -27,7 +27,7 @@ def test_dispatch_waits_until_its_tokens_fit() -> None:
     drive(sched, jobs.values(), on_poll=lambda s, now, started: seen.append(s.tokens_in_use))
     assert max(seen) <= 300
     assert jobs[1].start == jobs[0].end == pytest.approx(42 * ms)
-    assert jobs[1].lane == 1  # never used, so idle longest
+    assert jobs[1].lane == 0  # freed just now: warm, before the never-used lane 1
 
 
 def test_a_blocked_head_is_not_bypassed_by_a_smaller_job() -> None:

@@ -132,7 +132,12 @@ def make_response() -> InferResponse:
 def test_response_serialises_class_by_alias() -> None:
     dumped = make_response().model_dump(by_alias=True)
     assert dumped["class"] == "interactive" and "job_class" not in dumped
-    assert dumped["timing"] == {"queue_ms": 1.0, "service_ms": 2.0, "e2e_ms": 3.5}
+    assert dumped["timing"] == {
+        "queue_ms": 1.0,
+        "service_ms": 2.0,
+        "e2e_ms": 3.5,
+        "forecast_ms": None,
+    }
     assert '"class":"interactive"' in make_response().model_dump_json(by_alias=True)
     # Parsing the wire form back works (clients and tests read responses).
     assert InferResponse.model_validate(dumped).job_class == "interactive"

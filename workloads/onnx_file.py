@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from workloads.onnx_flops import estimate_flops_per_sample
 from workloads.specs import WorkloadSpec
 
 if TYPE_CHECKING:
@@ -109,24 +110,21 @@ def default_token_base(weight_bytes: int) -> int:
 
 
 def inspect_onnx_file(
-    path: str | Path, name: str | None = None, token_base: int | None = None
+    path: str | Path,
+    name: str | None = None,
+    token_base: int | None = None,
+    flops_per_sample: float | None = None,
 ) -> OnnxFileInfo:
     """Read an ONNX file's single input, first output and weights into a WorkloadSpec.
 
     The input must be one tensor [batch, ...] whose batch axis is dynamic or 1 and
     whose other axes are static; ValueError otherwise. `name` defaults to the file
-    stem, `token_base` to `default_token_base` of the weight bytes.
+    stem, `token_base` to `default_token_base` of the weight bytes, and
+    `flops_per_sample` to the estimate from the graph's Conv/Gemm/MatMul nodes
+    (`workloads/onnx_flops.py`; 0.0 when it cannot be estimated).
     """
-    import onnx
-
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"ONNX file not found: {path}")
-    try:
-        # External weights are not needed: dims live in the graph proto.
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # protobuf raises its own DecodeError family
-        raise ValueError(f"{path}: not a readable ONNX model ({exc})") from exc
+    model = _load(path)
     graph = model.graph
 
     # Old exporters (IR < 4) list initializers among the inputs too; those are weights.
@@ -142,10 +140,7 @@ def inspect_onnx_file(
     input_dtype = _dtype_name(inp.type.tensor_type.elem_type, f"input {inp.name!r}", path)
 
     out = graph.output[0]
-    out_dims = _dims(out)
-    if out_dims is None or any(d is None for d in out_dims[1:]):
-        out_dims = _inferred_output_dims(model, out.name) or out_dims
-    output_shape, _ = _per_sample_shape(out_dims, f"output {out.name!r}", path)
+    output_shape = _output_shape(model, out, path)
 
     params, weight_bytes = _weights(graph)
     if token_base is None:
@@ -155,7 +150,6 @@ def inspect_onnx_file(
     name = path.stem if name is None else name
     if not name.strip():
         raise ValueError("workload name must not be empty")
-
     spec = WorkloadSpec(
         name=name,
         input_shape=input_shape,
@@ -163,7 +157,7 @@ def inspect_onnx_file(
         output_shape=output_shape,
         token_base=token_base,
         param_count=params,
-        flops_per_sample=0.0,  # unknown without profiling; the predictor learns it
+        flops_per_sample=_flops(model, inp.name, flops_per_sample),
     )
     return OnnxFileInfo(
         spec=spec,
@@ -173,6 +167,35 @@ def inspect_onnx_file(
         dynamic_batch=dynamic_batch,
         weight_bytes=weight_bytes,
     )
+
+
+def _output_shape(model: onnx.ModelProto, out: onnx.ValueInfoProto, path: Path) -> tuple[int, ...]:
+    """Per-sample shape of output `out`, by shape inference where the file leaves it open."""
+    dims = _dims(out)
+    if dims is None or any(d is None for d in dims[1:]):
+        dims = _inferred_output_dims(model, out.name) or dims
+    return _per_sample_shape(dims, f"output {out.name!r}", path)[0]
+
+
+def _flops(model: onnx.ModelProto, input_name: str, given: float | None) -> float:
+    """FLOPs per sample: `given`, else estimated from the graph; 0.0 means unknown."""
+    if given is None:
+        return estimate_flops_per_sample(model, input_name) or 0.0
+    if not (math.isfinite(given) and given > 0):
+        raise ValueError(f"flops_per_sample must be a positive number, got {given}")
+    return float(given)
+
+
+def _load(path: Path) -> onnx.ModelProto:
+    """The model proto of an ONNX file, without its external weights (dims suffice)."""
+    import onnx
+
+    if not path.is_file():
+        raise FileNotFoundError(f"ONNX file not found: {path}")
+    try:
+        return onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf raises its own DecodeError family
+        raise ValueError(f"{path}: not a readable ONNX model ({exc})") from exc
 
 
 def _inferred_output_dims(model: Any, output_name: str) -> list[int | None] | None:
@@ -190,7 +213,10 @@ def _inferred_output_dims(model: Any, output_name: str) -> list[int | None] | No
 
 
 def onnx_workload_spec(
-    path: str | Path, name: str | None = None, token_base: int | None = None
+    path: str | Path,
+    name: str | None = None,
+    token_base: int | None = None,
+    flops_per_sample: float | None = None,
 ) -> WorkloadSpec:
     """Just the WorkloadSpec of `inspect_onnx_file`."""
-    return inspect_onnx_file(path, name, token_base).spec
+    return inspect_onnx_file(path, name, token_base, flops_per_sample).spec

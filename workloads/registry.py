@@ -126,17 +126,21 @@ def get_workload(name: str) -> Workload:
 
 
 def register_onnx_file(
-    path: str | Path, name: str | None = None, token_base: int | None = None
+    path: str | Path,
+    name: str | None = None,
+    token_base: int | None = None,
+    flops_per_sample: float | None = None,
 ) -> Workload:
     """Add a user's ONNX model to the catalogue and return its entry.
 
-    `name` defaults to the file stem. Re-registering the same file under the same
-    name refreshes the entry (e.g. after a re-export); a name that is a built-in or
-    already belongs to a different file is a ValueError.
+    `name` defaults to the file stem, `flops_per_sample` to the estimate from the
+    graph. Re-registering the same file under the same name refreshes the entry
+    (e.g. after a re-export); a name that is a built-in or already belongs to a
+    different file is a ValueError.
     """
     from workloads.onnx_file import inspect_onnx_file
 
-    info = inspect_onnx_file(path, name=name, token_base=token_base)
+    info = inspect_onnx_file(path, name, token_base, flops_per_sample)
     workload = Workload(
         spec=info.spec, onnx_file=info.path, max_batch=None if info.dynamic_batch else 1
     )
