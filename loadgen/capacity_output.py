@@ -137,6 +137,9 @@ def plot_capacity(report: dict[str, Any], path: Path) -> Path:
     for ax, cls in zip(axes, JOB_CLASSES, strict=True):
         _plot_class(ax, report, cls, top)
         ax.set_xscale("log")
+        lo, hi = ax.get_xlim()
+        if hi <= lo * 1.01:  # one probed rate (a short live search): give the axis room
+            ax.set_xlim(lo / 2, hi * 2)
         ax.set_xlabel("arrival rate of the whole mix (jobs/s)")
         load = ax.secondary_xaxis("top", functions=(lambda r: r / capacity, lambda x: x * capacity))
         load.set_xlabel("load (fraction of unbatched capacity)")
