@@ -67,7 +67,9 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
 
 # 3. The project itself (no dependency resolution: everything is installed above).
 COPY README.md run_experiment.py ./
+COPY mlws ./mlws
 COPY server ./server
+COPY serving ./serving
 COPY scheduling ./scheduling
 COPY backends ./backends
 COPY workloads ./workloads
@@ -82,6 +84,8 @@ RUN PIP_CONSTRAINT=/app/requirements.lock pip install --no-cache-dir --no-deps .
 VOLUME ["/app/models"]
 USER 10001:10001
 EXPOSE 8000
+# KServe v2 over gRPC (grpc_port).
+EXPOSE 8001
 
 # Liveness: /healthz answers as soon as the process serves HTTP, also while the models are
 # exported and loaded (readiness is /readyz; docker-compose.yml waits on that one).

@@ -11,13 +11,15 @@ install: $(STAMP)
 # Re-runs only when the lock or the package metadata changes.
 # pip is left verbose for the long step (a first install downloads PyTorch: minutes), so
 # there is always a line saying what it is doing.
-$(STAMP): requirements.lock pyproject.toml
-	@echo "==> [1/3] virtual environment $(VENV)"
+$(STAMP): requirements.lock pyproject.toml scripts/install-perf-analyzer.sh
+	@echo "==> [1/4] virtual environment $(VENV)"
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	@echo "==> [2/3] pinned dependencies from requirements.lock (PyTorch CPU build; minutes the first time)"
+	@echo "==> [2/4] pinned dependencies from requirements.lock (PyTorch CPU build; minutes the first time)"
 	$(BIN)/pip install --no-input -r requirements.lock
-	@echo "==> [3/3] mlws itself (editable)"
+	@echo "==> [3/4] mlws itself (editable)"
 	$(BIN)/pip install --quiet --no-input --no-deps --no-build-isolation -e .
+	@echo "==> [4/4] Triton's perf_analyzer (a binary, with the C runtime it needs)"
+	bash scripts/install-perf-analyzer.sh $(VENV)
 	touch $@
 	@echo "==> installed: $(BIN)/mlws"
 

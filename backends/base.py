@@ -76,7 +76,12 @@ class Runner(Protocol):
 
 
 class Backend(Protocol):
-    """Loads workloads into runners."""
+    """Loads workloads into runners.
+
+    Registered by name in backends/registry.py. Optional class attributes the
+    registry reads with a default: `runs_onnx_files` (False), `triton_platform` and
+    `triton_backend` (the name), and a static `cuda_available()` (False).
+    """
 
     name: str
 

@@ -100,6 +100,16 @@ class OnnxBackend:
     """Loads workloads as ONNX Runtime sessions, exporting in-tree models on demand."""
 
     name = "onnx"
+    #: Runs a user's .onnx file as it is (models[].onnx_file).
+    runs_onnx_files = True
+    #: Triton's platform and backend names for it (model metadata and configuration).
+    triton_platform = "onnxruntime_onnx"
+    triton_backend = "onnxruntime"
+
+    @staticmethod
+    def cuda_available() -> bool:
+        """Whether ONNX Runtime can run on CUDA here (onnxruntime-gpu with a device)."""
+        return ort_cuda_available()
 
     def load(self, workload: Workload, options: LoadOptions) -> OnnxRunner:
         device = resolve_device(

@@ -53,6 +53,15 @@ class TorchBackend:
     """Loads in-tree workloads as eager PyTorch modules."""
 
     name = "pytorch"
+    runs_onnx_files = False
+    #: Triton's platform and backend names for it (model metadata and configuration).
+    triton_platform = "pytorch_libtorch"
+    triton_backend = "pytorch"
+
+    @staticmethod
+    def cuda_available() -> bool:
+        """Whether PyTorch sees a CUDA device."""
+        return torch_cuda_available()
 
     def load(self, workload: Workload, options: LoadOptions) -> TorchRunner:
         if workload.onnx_file is not None:

@@ -340,7 +340,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     reps: list[Repetition] = []
     with gateway(config, log=args.log) as url:
-        probe = _Probe(url, child_pid("server.cli"), args.lanes)
+        probe = _Probe(url, child_pid("-m mlws serve"), args.lanes)
         setup = Setup(args, runners, batch, url, probe, OtherCpu([probe.pid]))
         for rep in range(args.repeats):
             reps.append(run_repetition(setup, rep, variants))

@@ -245,7 +245,7 @@ def measure(args: argparse.Namespace, workloads: list[str]) -> tuple[dict[str, f
     rows: Rows = {(w, c): [] for w in workloads for c in CLIENTS}
     with gateway(gateway_config(workloads), log=args.log) as url:
         warm_gateway(url, workloads)
-        others = OtherCpu([child_pid("server.cli")])
+        others = OtherCpu([child_pid("-m mlws serve")])
         for rep in range(args.repeats):
             for w in workloads:
                 raw_ms: dict[str, list[float]] = {}

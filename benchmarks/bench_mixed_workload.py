@@ -18,8 +18,7 @@ from pathlib import Path
 
 from loadgen.config import load_experiment_config
 from loadgen.experiment import run_experiment
-
-POLICIES = ("fifo", "priority_slo", "batch_aware", "dynamic")
+from scheduling.policies import POLICIES
 
 
 def main() -> None:

@@ -182,7 +182,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print(f"capacity: {capacity:.1f} interactive requests/s", flush=True)
         rate = 0.7 * capacity / MEAN_SAMPLES
         mixed = [mixed_rep(urls, rate, args, rep) for rep in range(args.repeats)]
-        pid = child_pid("server.cli")
+        pid = child_pid("-m mlws serve")
         overload = {
             f: overload_run(urls, f * capacity, args.overload_s, 200 + int(f), pid)
             for f in (2.0, 5.0)

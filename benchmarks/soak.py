@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     windows: list[dict] = []
     with gateway(gateway_config(args.kind), ready_timeout_s=600) as url:
-        pid = child_pid("server.cli")
+        pid = child_pid("-m mlws serve")
         clients = 2 * default_lane_groups(psutil.cpu_count() or 1)[0]["count"]
         closed_loop_rate(url, clients, 2.0)  # warm the connections and the online model
         capacity = closed_loop_rate(url, clients, args.capacity_s)

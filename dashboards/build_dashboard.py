@@ -59,7 +59,7 @@ OUTPUT = HERE / "grafana" / "dashboards" / "mlws.json"
 
 DASHBOARD_UID = "mlws-gateway"
 
-#: Latency SLO per class, seconds (the gateway's default_slo_ms).
+#: Latency SLO per class, seconds (the gateway's slo_ms).
 SLO_S: dict[str, float] = {"interactive": 0.1, "batch": 1.0}
 #: The attainment objective the alert rules use (dashboards/prometheus/rules.yml).
 OBJECTIVE = 0.99

@@ -1,6 +1,6 @@
 """`mlws experiment`, `mlws compare` and `mlws capacity`: argparse wiring and exit codes.
 
-The lead's `server/cli.py` adds these subcommands with `add_experiment_parser`,
+`mlws/cli.py` adds these subcommands with `add_experiment_parser`,
 `add_compare_parser` and `add_capacity_parser`; `run_experiment.py` reuses the
 experiment one. Each
 handler returns an exit code: 0 done, 2 bad config or arguments (one line per
@@ -17,8 +17,9 @@ from collections.abc import Callable
 from typing import Any
 
 from loadgen.config import ConfigError
+from scheduling.policies import POLICIES
 
-DEFAULT_POLICIES = "fifo,priority_slo,batch_aware,dynamic"
+DEFAULT_POLICIES = ",".join(POLICIES)
 DEFAULT_LOADS = "0.3,0.5,0.7,0.9"
 
 Handler = Callable[[argparse.Namespace], int]

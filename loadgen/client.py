@@ -61,7 +61,7 @@ def record_response(job: Job, response: httpx.Response | None, end: float) -> No
     body = response.json()
     service = body["timing"]["service_ms"] / 1e3
     # The gateway's own split of the e2e time; placed on the client's time axis.
-    job.start = job.dispatch = max(job.arrival, end - service)
+    job.start = max(job.arrival, end - service)
     job.lane = body.get("lane")
 
 

@@ -12,7 +12,7 @@ import json
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -21,10 +21,10 @@ from loadgen.compare_plot import plot_compare
 from loadgen.config import ExperimentConfig
 from loadgen.experiment import build_service_model, check_runnable, simulate_run
 from predictor.progress import Progress
-from scheduling.config import PolicyName, SchedulerConfig
+from scheduling.config import SchedulerConfig
 from scheduling.config_errors import ConfigError, format_errors
+from scheduling.policies import POLICIES
 
-POLICIES: tuple[str, ...] = get_args(PolicyName)
 COMPARE_COLUMNS: tuple[str, ...] = (
     "scheduler",
     "load",

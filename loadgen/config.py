@@ -1,5 +1,11 @@
 """The experiment config: one frozen, validated model loaded from YAML.
 
+`ExperimentConfig` is the serving config (serving/config.py: models, lanes,
+scheduler, predictor, slo_ms, seed …) plus what only an experiment has: traffic,
+service times and live settings. Left out, `models` is what the traffic asks for
+(every workload of workload_mix on every backend of backends, at precision), and
+the scheduler is the core's default, the same on every machine.
+
 Every problem is reported at once, one line each, as `file: dotted.key: what is
 wrong`, e.g. `configs/x.yaml: scheduler.lanes: Input should be greater than or
 equal to 1`. An unknown key is an error listing the allowed ones, never a
@@ -23,30 +29,26 @@ from pydantic import (
     model_validator,
 )
 
-from scheduling.config import SchedulerConfig
+from backends.base import PRECISIONS
+from backends.registry import backend_names
 from scheduling.config_errors import ConfigError, KeyedError, parse_yaml, validate
-from scheduling.job import DEFAULT_SLO_S
 from scheduling.tokens import token_cost
-from workloads.specs import RESNET18, RESNET50, TINY, VIT_B_16, WorkloadSpec
+from serving.config import BackendName, PrecisionName, ServingConfig
+from workloads.registry import get_workload, workload_names
 
-#: Workloads an experiment may name, from the torch-free catalogue.
-WORKLOADS: dict[str, WorkloadSpec] = {s.name: s for s in (RESNET18, RESNET50, VIT_B_16, TINY)}
-BACKENDS: tuple[str, ...] = ("pytorch", "onnx")
 #: In `service_time.fixed`, the entry used for any workload not listed.
 ANY_WORKLOAD = "*"
+#: The traffic of a config that names none: ResNet-18 on ONNX Runtime.
+DEFAULT_MIX: dict[str, float] = {"resnet18": 1.0}
+DEFAULT_BACKENDS: dict[str, float] = {"onnx": 1.0}
 
 _FROZEN = ConfigDict(extra="forbid", frozen=True)
 
 
 def _known_workload(name: str) -> str:
-    if name not in WORKLOADS:
-        raise ValueError(f"unknown workload; choose from {', '.join(sorted(WORKLOADS))}")
-    return name
-
-
-def _known_backend(name: str) -> str:
-    if name not in BACKENDS:
-        raise ValueError(f"unknown backend; choose from {', '.join(BACKENDS)}")
+    known = workload_names()
+    if name not in known:
+        raise ValueError(f"unknown workload {name!r}; choose from: {', '.join(known)}")
     return name
 
 
@@ -60,13 +62,23 @@ def _run_name(name: str) -> str:
     return name
 
 
+#: Keys of `live:` that moved into the serving config: old → new.
+_MOVED_FROM_LIVE: dict[str, str] = {
+    "lane_kind": "lanes.kind",
+    "threads_per_lane": "lanes.threads_per_lane",
+}
+
+
 def _fixed_key(name: str) -> str:
     return name if name == ANY_WORKLOAD else _known_workload(name)
 
 
 WorkloadName = Annotated[str, AfterValidator(_known_workload)]
-BackendName = Annotated[str, AfterValidator(_known_backend)]
 Weight = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+def _positive(weight: Any) -> bool:
+    return isinstance(weight, int | float) and weight > 0
 
 
 def _positive_total(weights: dict[str, float], key: str) -> None:
@@ -153,25 +165,6 @@ class BatchSizes(BaseModel):
     )
 
 
-class SloMs(BaseModel):
-    """Latency budget per class, milliseconds (deadline = arrival + SLO)."""
-
-    model_config = _FROZEN
-
-    interactive: float = Field(
-        DEFAULT_SLO_S["interactive"] * 1000,
-        gt=0,
-        allow_inf_nan=False,
-        description="Interactive SLO, milliseconds.",
-    )
-    batch: float = Field(
-        DEFAULT_SLO_S["batch"] * 1000,
-        gt=0,
-        allow_inf_nan=False,
-        description="Batch SLO, milliseconds.",
-    )
-
-
 class FixedEntry(BaseModel):
     """Service time of one workload: base_ms + per_sample_ms × samples."""
 
@@ -206,7 +199,7 @@ class ServiceTimeConfig(BaseModel):
     predictor: bool = Field(
         False,
         description="Time the lanes by the learned predictor (section predictor:, which must "
-        "be enabled) at its mean: workloads and batch sizes no profile holds.",
+        "give path or train_from) at its mean: workloads and batch sizes no profile holds.",
     )
     cores: Annotated[int, Field(ge=1, le=4096)] | Literal["auto"] | None = Field(
         None,
@@ -231,62 +224,16 @@ class ServiceTimeConfig(BaseModel):
                 "give exactly one of profile (a CSV path), fixed (a table) or "
                 "predictor: true (the learned predictor)"
             )
-        if self.fixed is not None:
-            for key in ("threads", "stat"):
-                if key in self.model_fields_set:
-                    raise KeyedError(key, "applies to a profile, not to a fixed table")
-        if self.predictor and "stat" in self.model_fields_set:
+        # By value, not by presence: a resolved copy (run dir's config.yaml) spells out
+        # the defaults, and must load again.
+        if self.fixed is not None and self.threads is not None:
+            raise KeyedError("threads", "applies to a profile, not to a fixed table")
+        if self.fixed is not None and self.stat != "mean_ms":
+            raise KeyedError("stat", "applies to a profile, not to a fixed table")
+        if self.predictor and self.stat != "mean_ms":
             raise KeyedError(
                 "stat", "applies to a profile, not to the predictor (lanes take its mean)"
             )
-        return self
-
-
-class PredictorConfig(BaseModel):
-    """The learned service-time predictor: what the scheduler *believes* (mode simulate).
-
-    The predictor answers the policies' and the time budget's "how long would
-    this batch take"; the profile keeps driving the simulated lanes unless
-    `service_time.predictor` has the predictor time them too.
-    """
-
-    model_config = _FROZEN
-
-    enabled: bool = Field(False, description="Let the scheduler consult the learned predictor.")
-    path: str | None = Field(
-        None,
-        description="Trained predictor file (`mlws predictor train`), e.g. models/predictor.mlws "
-        "(numbers only: loading it runs no code).",
-    )
-    train_from: str | None = Field(
-        None,
-        description="Instead of path: a profile CSV to train the predictor on at start "
-        "(a second or two), so the config runs on a fresh clone.",
-    )
-    model_type: Literal["random_forest", "gradient_boosting"] = Field(
-        "random_forest", description="Model trained from train_from."
-    )
-    quantile: float | None = Field(
-        None,
-        gt=0,
-        lt=1,
-        description="Believe this quantile of the service time instead of its mean, e.g. 0.95.",
-    )
-
-    @model_validator(mode="after")
-    def _one_source_when_enabled(self) -> PredictorConfig:
-        if self.path and self.train_from:
-            raise KeyedError(
-                "train_from", "give either path (a trained file) or train_from (a profile CSV)"
-            )
-        if self.enabled and not self.path and not self.train_from:
-            raise KeyedError(
-                "path",
-                "required when predictor.enabled is true (or give predictor.train_from, "
-                "a profile CSV to train on)",
-            )
-        if self.path and "model_type" in self.model_fields_set:
-            raise KeyedError("model_type", "applies to train_from; a trained file has its own")
         return self
 
 
@@ -298,13 +245,7 @@ class LiveConfig(BaseModel):
     url: str | None = Field(
         None,
         description="Base URL of a running gateway to load; None starts one (`mlws serve`) "
-        "with this experiment's models, lanes and scheduler.",
-    )
-    lane_kind: Literal["thread", "process"] = Field(
-        "thread", description="Worker kind of a started gateway."
-    )
-    threads_per_lane: int | None = Field(
-        None, ge=1, description="Intra-op threads per lane of a started gateway (cores ÷ lanes)."
+        "with this experiment's serving part: models, lanes, scheduler, SLOs.",
     )
     request_timeout_s: float = Field(
         30.0, gt=0, le=3600, description="A request unanswered this long counts as an error."
@@ -317,11 +258,19 @@ class LiveConfig(BaseModel):
         description="Also simulate the same arrivals and report sim-vs-live P50/P99 per class.",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, data: Any) -> Any:
+        # A started gateway's workers are the serving config's lanes now.
+        if isinstance(data, dict):
+            for old, new in _MOVED_FROM_LIVE.items():
+                if old in data:
+                    raise KeyedError(old, f"moved to {new} (the lanes of a started gateway)")
+        return data
 
-class ExperimentConfig(BaseModel):
-    """One experiment: traffic, service times and the scheduler under test."""
 
-    model_config = _FROZEN
+class ExperimentConfig(ServingConfig):
+    """One experiment: traffic, service times and the serving config under test."""
 
     name: Annotated[str, AfterValidator(_run_name)] = Field(
         description="Run name; the run directory is <name>-<timestamp>-<seed>."
@@ -347,20 +296,16 @@ class ExperimentConfig(BaseModel):
     )
     batch_sizes: BatchSizes = Field(default_factory=BatchSizes, description="Samples per job.")
     workload_mix: dict[WorkloadName, Weight] = Field(
-        default_factory=lambda: {"resnet18": 1.0},
+        default_factory=lambda: dict(DEFAULT_MIX),
         min_length=1,
         description="Relative weight of each workload.",
     )
     backends: dict[BackendName, Weight] = Field(
-        default_factory=lambda: {"onnx": 1.0},
+        default_factory=lambda: dict(DEFAULT_BACKENDS),
         min_length=1,
         description="Relative weight of each backend.",
     )
-    precision: Literal["fp32", "fp16"] = Field("fp32", description="Precision of every job.")
-    slo_ms: SloMs = Field(default_factory=SloMs, description="Latency budget per class.")
-    scheduler: SchedulerConfig = Field(
-        default_factory=SchedulerConfig, description="The scheduling core under test."
-    )
+    precision: PrecisionName = Field("fp32", description="Precision of every job.")
     service_time: ServiceTimeConfig = Field(description="Source of simulated service times.")
     jitter: float = Field(
         0.0,
@@ -369,14 +314,46 @@ class ExperimentConfig(BaseModel):
         allow_inf_nan=False,
         description="Lognormal sigma of each dispatch's service time (mean kept at 1).",
     )
-    predictor: PredictorConfig = Field(
-        default_factory=PredictorConfig, description="Learned predictor hook."
-    )
-    seed: int = Field(0, ge=0, description="Seeds arrivals and jitter.")
     live: LiveConfig = Field(default_factory=LiveConfig, description="Live mode settings.")
 
     #: The YAML file the config came from, to resolve relative paths and name errors.
     _source: Path | None = PrivateAttr(None)
+
+    @classmethod
+    def _fill_models(cls, data: dict[str, Any]) -> dict[str, Any]:
+        # What the traffic asks for, left out: every workload of the mix on every backend,
+        # at the one precision. Unknown names are left to their own keys' errors.
+        if "models" in data:
+            return data
+        mix = data.get("workload_mix", DEFAULT_MIX)
+        weights = data.get("backends", DEFAULT_BACKENDS)
+        if not isinstance(mix, dict) or not isinstance(weights, dict):
+            return data
+        known = backend_names()
+        backends = [b for b, w in weights.items() if b in known and _positive(w)]
+        known = workload_names()
+        names = [n for n, w in mix.items() if n in known and _positive(w)]
+        if not backends or not names:
+            return data
+        precision = data.get("precision", "fp32")
+        if precision not in PRECISIONS:
+            return data
+        models = [{"name": n, "backends": backends, "precisions": [precision]} for n in names]
+        return {**data, "models": models}
+
+    @model_validator(mode="after")
+    def _models_serve_the_mix(self) -> ExperimentConfig:
+        for w in self.active_workloads():
+            model = self.model(w)
+            if model is None:
+                served = ", ".join(m.name for m in self.models)
+                raise KeyedError("workload_mix", f"{w} is not in models (they serve {served})")
+            lacking = [b for b in self.active_backends() if b not in model.backends]
+            if lacking:
+                raise KeyedError("backends", f"model {w} is not served on {', '.join(lacking)}")
+            if self.precision not in model.precisions:
+                raise KeyedError("precision", f"model {w} is not served at {self.precision}")
+        return self
 
     @model_validator(mode="after")
     def _cross_checks(self) -> ExperimentConfig:
@@ -386,10 +363,10 @@ class ExperimentConfig(BaseModel):
             )
         _positive_total(self.workload_mix, "workload_mix")
         _positive_total(self.backends, "backends")
-        if self.service_time.predictor and not self.predictor.enabled:
+        if self.service_time.predictor and not self.predictor.used:
             raise KeyedError(
                 "service_time.predictor",
-                "needs predictor.enabled: true (with predictor.path or predictor.train_from)",
+                "needs a predictor: predictor.path or predictor.train_from",
             )
         fixed = self.service_time.fixed
         if fixed is not None and ANY_WORKLOAD not in fixed:
@@ -400,7 +377,7 @@ class ExperimentConfig(BaseModel):
                 )
         capacity = self.scheduler.tokens.capacity
         for w in self.active_workloads():
-            need = token_cost(WORKLOADS[w].token_base, 1, self.precision)
+            need = token_cost(get_workload(w).spec.token_base, 1, self.precision)
             if need > capacity:
                 raise KeyedError(
                     "scheduler.tokens.capacity",
@@ -445,19 +422,19 @@ class ExperimentConfig(BaseModel):
         return next((c for c in candidates if c.exists()), p)
 
     def check_files(self) -> None:
-        """Raise ConfigError if a referenced file (profile, enabled predictor) is missing."""
+        """Raise ConfigError if a referenced file (profile, predictor) is missing."""
         problems = []
         profile = self.service_time.profile
         if profile is not None and not self.resolve_path(profile).is_file():
             problems.append(f"service_time.profile: file not found: {profile}")
         predictor = self.predictor
-        if predictor.enabled and predictor.path and not self.resolve_path(predictor.path).is_file():
+        if predictor.path and not self.resolve_path(predictor.path).is_file():
             problems.append(
                 f"predictor.path: file not found: {self.predictor.path}; train the "
-                "predictor first or set predictor.enabled: false"
+                "predictor first (`mlws predictor train`) or leave predictor.path out"
             )
         train_from = predictor.train_from
-        if predictor.enabled and train_from and not self.resolve_path(train_from).is_file():
+        if train_from and not self.resolve_path(train_from).is_file():
             problems.append(f"predictor.train_from: file not found: {train_from}")
         if problems:
             raise ConfigError("\n".join(f"{self.source}: {p}" for p in problems))

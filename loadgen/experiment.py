@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from loadgen.arrivals import arrival_rate, capacity_jobs_per_s, poisson_arrivals
-from loadgen.config import WORKLOADS, ConfigError, ExperimentConfig
+from loadgen.config import ConfigError, ExperimentConfig
 from loadgen.plots import plot_all
 from loadgen.report import JobArrays, format_summary, summarize, write_summary, write_trace
 from predictor.profile_table import ProfileError, ProfileTable
@@ -29,12 +29,10 @@ from scheduling.job import Job
 from scheduling.lane_groups import ServiceModels, model_for
 from scheduling.service_time import FixedServiceTime, ServiceTimeModel
 from scheduling.simulator import Arrival, SimResult, simulate
+from workloads.registry import get_workload
 
 if TYPE_CHECKING:
     from predictor.latency import LatencyPredictor
-
-#: Token base per workload, from the torch-free catalogue.
-TOKEN_BASES: dict[str, int] = {name: spec.token_base for name, spec in WORKLOADS.items()}
 
 
 def build_service_model(config: ExperimentConfig) -> ServiceModels:
@@ -84,13 +82,13 @@ def _model_at(config: ExperimentConfig, threads: int | None) -> ServiceTimeModel
 def check_runnable(config: ExperimentConfig) -> None:
     """Refuse what the runner cannot do, with a message naming the key.
 
-    An enabled predictor is loaded (or trained) here, so a bad file fails
+    A configured predictor is loaded (or trained) here, so a bad file fails
     before anything runs; the result is cached for the simulation itself.
     """
-    if not config.predictor.enabled:
+    if not config.predictor.used:
         return
     if config.mode == "live" and config.service_time.predictor:
-        # Named first: the predictor.enabled advice below would only lead here.
+        # Named first: the advice below (leave the predictor out) would only lead here.
         raise ConfigError(
             f"{config.source}: service_time.predictor: the learned predictor times simulated "
             "lanes only; give service_time.profile or service_time.fixed for live runs"
@@ -98,15 +96,16 @@ def check_runnable(config: ExperimentConfig) -> None:
     if config.mode == "live":
         # The live gateway corrects its own service-time model online; a predictor
         # consulted only by the twin simulation would make the twin a different system.
+        key = "train_from" if config.predictor.train_from else "path"
         raise ConfigError(
-            f"{config.source}: predictor.enabled: the learned predictor drives mode: simulate "
-            "only; set predictor.enabled: false for live runs"
+            f"{config.source}: predictor.{key}: the learned predictor drives mode: simulate "
+            "only; leave predictor.path and predictor.train_from out for live runs"
         )
     load_predictor(config)
 
 
 def load_predictor(config: ExperimentConfig) -> LatencyPredictor:
-    """The enabled predictor: read from predictor.path or trained from predictor.train_from.
+    """The configured predictor: read from predictor.path or trained from predictor.train_from.
 
     Memoised per file and its modification time, so `mlws compare` loads or
     trains it once for all its runs.
@@ -114,7 +113,7 @@ def load_predictor(config: ExperimentConfig) -> LatencyPredictor:
     pc = config.predictor
     key = "train_from" if pc.train_from else "path"
     name = pc.train_from or pc.path
-    assert name is not None  # the config guarantees a source when enabled
+    assert name is not None  # called only when the config names a source
     path = config.resolve_path(name)
     try:
         mtime = path.stat().st_mtime_ns
@@ -127,9 +126,8 @@ def load_predictor(config: ExperimentConfig) -> LatencyPredictor:
         return _cached_predictor(key, str(path), mtime, pc.model_type, stat, pc.quantile)
     except ValueError as exc:
         raise ConfigError(
-            f"{config.source}: predictor.enabled: the learned predictor could not be "
-            f"{'trained from' if key == 'train_from' else 'loaded from'} predictor.{key} "
-            f"{name}: {exc}"
+            f"{config.source}: predictor.{key}: the learned predictor could not be "
+            f"{'trained from' if key == 'train_from' else 'loaded from'} {name}: {exc}"
         ) from None
 
 
@@ -168,7 +166,7 @@ def build_policy_model(
     service_time.threads), with no other lane counted busy: the conditions the
     profile rows were measured in.
     """
-    if not config.predictor.enabled:
+    if not config.predictor.used:
         return None, None
     predictor = load_predictor(config)
     pc = config.predictor
@@ -211,8 +209,8 @@ def simulate_run(
     """Simulate `arrivals` under `config.scheduler` and summarise the jobs.
 
     The throughput window runs to the last event, not just the arrival span:
-    an overloaded run is credited only with the work it really finished. With
-    predictor.enabled the scheduler believes the learned predictor while
+    an overloaded run is credited only with the work it really finished. With a
+    predictor configured the scheduler believes the learned predictor while
     `service_model` (the profile, or the predictor's mean with
     service_time.predictor) keeps driving the lanes.
     """
@@ -222,7 +220,7 @@ def simulate_run(
         config.scheduler,
         arrivals,
         service_model,
-        TOKEN_BASES,
+        {w: get_workload(w).spec.token_base for w in config.workload_mix},
         jitter=config.jitter,
         seed=config.seed,
         policy_model=policy_model,
@@ -370,7 +368,7 @@ def run_experiment(
     steps are reported on stderr as they happen and the results printed at the end.
     """
     note = (lambda _text: None) if quiet else say
-    if config.predictor.enabled and config.predictor.train_from:
+    if config.predictor.train_from:
         note(f"training the latency predictor on {config.predictor.train_from}")
     check_runnable(config)
     model = build_service_model(config)

@@ -49,9 +49,12 @@ def gateway(
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "gateway.yaml"
-        path.write_text(yaml.safe_dump({**config, "host": "127.0.0.1", "port": port}))
+        # gRPC only if `config` asks for it (grpc_port: 0 picks a free one; GET /v1/models
+        # says which): gateways on the default port would clash.
+        served = {"grpc_port": None, **config, "host": "127.0.0.1", "port": port}
+        path.write_text(yaml.safe_dump(served))
         out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115
-        cmd = [sys.executable, "-m", "server.cli", "serve", "--config", str(path)]
+        cmd = [sys.executable, "-m", "mlws", "serve", "--config", str(path)]
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy())
         url = f"http://127.0.0.1:{port}"
         try:

@@ -1,8 +1,9 @@
 """`mode: live`: the experiment's arrivals sent to a real gateway over HTTP.
 
 The gateway either runs already (`live.url` / `--url`) or is started as a
-child process from the experiment's own models, lanes and scheduler, so the
-live run and its simulated twin make decisions under the same config.
+child process with the experiment's serving config (models, lanes, scheduler,
+SLOs: serving/config.py), so the live run and its simulated twin make decisions
+under the same config.
 """
 
 from __future__ import annotations
@@ -20,26 +21,12 @@ from scheduling.simulator import Arrival
 
 
 def gateway_config_for(config: ExperimentConfig) -> dict[str, Any]:
-    """A gateway config serving every workload and backend the experiment sends."""
-    sched = config.scheduler.model_dump(mode="json")
-    live = config.live
+    """The gateway config of a started gateway: the experiment's serving part as it is,
+    with room in a request for the largest job the traffic sends."""
     sizes = (config.batch_sizes.interactive, config.batch_sizes.batch)
-    lanes: dict[str, Any] = {"count": config.scheduler.lanes, "kind": live.lane_kind}
-    if live.threads_per_lane is not None:
-        lanes["threads_per_lane"] = live.threads_per_lane
     return {
-        "models": [
-            {
-                "name": w,
-                "backends": list(config.active_backends()),
-                "precisions": [config.precision],
-            }
-            for w in config.active_workloads()
-        ],
-        "lanes": lanes,
-        "scheduler": sched,
+        **config.serving_data(),
         "max_request_samples": int(max(d.support()[0].max() for d in sizes)),
-        "default_slo_ms": {"interactive": config.slo_ms.interactive, "batch": config.slo_ms.batch},
     }
 
 

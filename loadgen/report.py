@@ -27,7 +27,6 @@ TRACE_COLUMNS: tuple[str, ...] = (
     "precision",
     "batch_size",
     "arrival_s",
-    "dispatch_s",
     "start_s",
     "end_s",
     "wait_ms",
@@ -55,7 +54,6 @@ class JobArrays:
     job_class: np.ndarray  # str
     samples: np.ndarray  # int
     arrival: np.ndarray
-    dispatch: np.ndarray
     start: np.ndarray
     end: np.ndarray
     deadline: np.ndarray
@@ -68,7 +66,6 @@ class JobArrays:
             job_class=np.array([j.job_class for j in jobs], dtype=object),
             samples=np.fromiter((j.samples for j in jobs), dtype=np.int64, count=len(jobs)),
             arrival=np.fromiter((j.arrival for j in jobs), dtype=float, count=len(jobs)),
-            dispatch=_floats(j.dispatch for j in jobs),
             start=_floats(j.start for j in jobs),
             end=_floats(j.end for j in jobs),
             deadline=np.fromiter((j.deadline for j in jobs), dtype=float, count=len(jobs)),
@@ -116,7 +113,7 @@ class JobArrays:
 #: printf spec of each trace column: seconds at µs resolution, milliseconds at 1 µs.
 _TRACE_SPECS: tuple[str, ...] = (
     *("%d", "%s", "%s", "%s", "%s", "%d"),
-    *("%.6f", "%.6f", "%.6f", "%.6f", "%.3f", "%.3f", "%.3f", "%.6f", "%.3f"),
+    *("%.6f", "%.6f", "%.6f", "%.3f", "%.3f", "%.3f", "%.6f", "%.3f"),
     *("%s", "%s", "%s", "%s"),
 )
 _TRACE_FORMAT = ",".join(_TRACE_SPECS) + "\n"
@@ -151,7 +148,6 @@ def write_trace(jobs: Sequence[Job], path: str | Path, *, arrays: JobArrays | No
         [j.precision for j in jobs],
         a.samples.tolist(),
         a.arrival.tolist(),
-        a.dispatch.tolist(),
         a.start.tolist(),
         a.end.tolist(),
         a.wait_ms.tolist(),
@@ -166,7 +162,7 @@ def write_trace(jobs: Sequence[Job], path: str | Path, *, arrays: JobArrays | No
     ]
     # One C-level printf per row is ~3x faster than formatting field by field;
     # only the rare rows with a missing timestamp take the slow path.
-    complete = np.isfinite(a.dispatch) & np.isfinite(a.start) & np.isfinite(a.end)
+    complete = np.isfinite(a.start) & np.isfinite(a.end)
     with path.open("w", newline="") as fh:
         fh.write(",".join(TRACE_COLUMNS) + "\n")
         # Names and outcomes never contain commas, so no quoting is needed.

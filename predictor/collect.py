@@ -26,41 +26,45 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from predictor.profiler import ProfileRow, ProfileSettings, profile_to_csv
+
+if TYPE_CHECKING:
+    from workloads.registry import Workload
 
 #: The seed's short names for catalogue workloads.
 ALIASES: dict[str, str] = {"vit": "vit_b_16", "vit_b16": "vit_b_16"}
 
 
-def _workload_names(workloads: Mapping[str, Any] | Sequence[str]) -> list[str]:
-    """Catalogue names for the seed's mapping (or a plain list of names); unknown names fail."""
-    from workloads.registry import get_workload, register_onnx_file
+def _workloads(workloads: Mapping[str, Any] | Sequence[str]) -> list[Workload]:
+    """Catalogue entries for the seed's mapping (a value ending in .onnx is the user's ONNX
+    file of that name) or a plain list of names; unknown names fail naming the choices."""
+    from workloads.registry import get_workload, onnx_file_workload
 
-    names: list[str] = []
+    entries: list[Workload] = []
     items = workloads.items() if isinstance(workloads, Mapping) else ((w, None) for w in workloads)
     for key, value in items:
         name = ALIASES.get(key, key)
         if isinstance(value, str | Path) and str(value).endswith(".onnx"):
-            register_onnx_file(value, name=name)
-        get_workload(name)  # ValueError naming the choices
-        names.append(name)
-    if not names:
+            entries.append(onnx_file_workload(value, name=name))
+        else:
+            entries.append(get_workload(name))
+    if not entries:
         raise ValueError("workloads is empty: name at least one workload to profile")
-    return names
+    return entries
 
 
 def _check_choices(backends: Sequence[str], precisions: Sequence[str], device: str) -> None:
     """Fail on a bad backend, precision or device before any model is loaded or file written."""
     from backends.base import check_choice
-    from backends.devices import resolve_device, torch_cuda_available
-    from backends.registry import backend_names
+    from backends.devices import resolve_device
+    from backends.registry import backend_names, cuda_available
 
     for b in backends:
         check_choice("backend", b, backend_names())
-    for p in precisions:
-        resolve_device(device, p, torch_cuda_available())
+        for p in precisions:
+            resolve_device(device, p, cuda_available(b))
 
 
 def collect_profiling_data(
@@ -83,13 +87,13 @@ def collect_profiling_data(
     combination is reported on stderr: a progress bar on a terminal, one line per
     combination elsewhere. Returns the rows written to `output_path`.
     """
-    names = _workload_names(workloads)
+    entries = _workloads(workloads)
     if not batch_sizes or any(int(b) < 1 for b in batch_sizes):
         raise ValueError(f"batch_sizes must be integers >= 1, got {list(batch_sizes)}")
     _check_choices(backends, precisions, device)
     return profile_to_csv(
         output_path,
-        names,
+        entries,
         list(backends),
         list(precisions),
         [int(b) for b in batch_sizes],

@@ -313,12 +313,6 @@ class LatencyPredictor:
         self._quantile_reg(q)
         return math.exp(self._offset(q))
 
-    def evaluate(self, data: Any, q: float = 0.95) -> dict[str, Any]:
-        """MAPE of the mean and coverage of the q-quantile on profile rows (see evaluate.py)."""
-        from predictor.evaluate import evaluate_predictor
-
-        return evaluate_predictor(self, load_profile_data(data, sizes=self.sizes), q)
-
     def as_service_model(
         self, threads: int = 1, busy_lanes: int = 0, quantile: float | None = None
     ) -> PredictorServiceTime:

@@ -65,7 +65,8 @@ class OnlineServiceTime:
     """A ServiceTimeModel fitted from observed dispatches.
 
     Before a group has been observed, `prior` answers (None: 0.0, which to the
-    scheduler means "no estimate": no time-budget cap, nothing shed).
+    scheduler means "no estimate": no time-budget cap, nothing shed). A line
+    knows no spread: it plans with its mean (`ResidualCorrection` adds one).
     """
 
     def __init__(self, prior: ServiceTimeModel | None = None, half_life: float = 200.0) -> None:
@@ -74,6 +75,8 @@ class OnlineServiceTime:
         self.prior = prior
         self._sums: dict[Group, _Sums] = {}
         self._lines: dict[Group, tuple[float, float]] = {}
+        #: Observations so far: every one may move a line.
+        self.version = 0
 
     def observe(
         self, workload: str, backend: str, precision: str, samples: int, seconds: float
@@ -83,12 +86,18 @@ class OnlineServiceTime:
         sums = self._sums.setdefault(key, _Sums())
         sums.add(float(samples), seconds, self.keep)
         self._lines[key] = sums.line()
+        self.version += 1
 
     def predict(self, workload: str, backend: str, precision: str, samples: int) -> float:
+        """The fitted line at `samples`, in seconds (the prior's mean before any run)."""
         line = self._lines.get((workload, backend, precision))
         if line is None:
             return self.prior.predict(workload, backend, precision, samples) if self.prior else 0.0
         return line[0] + line[1] * samples
+
+    def plan(self, workload: str, backend: str, precision: str, samples: int) -> float:
+        """The mean again: a line has no spread."""
+        return self.predict(workload, backend, precision, samples)
 
     def observed(self) -> int:
         """Groups with at least one observation."""
@@ -179,13 +188,15 @@ BucketKey = tuple[str, str, str, int]
 class ResidualCorrection:
     """A ServiceTimeModel: the base prediction × the residual of its bucket.
 
-    `predict` is the corrected mean: `reference` (the base's mean) × the bucket's
-    residual, measured against that same mean. `plan` is the planning estimate
-    admission and dispatch budgets use: `answer` (e.g. a trained 0.95 quantile)
-    × the residual, so a quantile keeps its safety margin after correction; or,
-    with no trained quantile, the corrected mean × exp(the 0.95 quantile of the
-    recent runs' deviation from it): an online 0.95 quantile of how runs vary on
-    these lanes.
+    The one owner of a lane group's service times: every timed run is observed
+    here once, and `version` counts them, so whoever memoises answers knows when
+    to forget them. `predict` is the corrected mean: `reference` (the base's mean)
+    × the bucket's residual, measured against that same mean. `plan` is the
+    planning quantile admission and dispatch budgets use: `answer.plan` (e.g. a
+    trained 0.95 quantile) × the residual, so a quantile keeps its safety margin
+    after correction; or, with no trained quantile, the corrected mean × exp(the
+    0.95 quantile of the recent runs' deviation from it): an online 0.95 quantile
+    of how runs vary on these lanes.
 
     A bucket never observed borrows the residual of the nearest observed bucket
     of its group (ties: the smaller batch), so a shift seen at batch 1 corrects
@@ -206,10 +217,12 @@ class ResidualCorrection:
         #: Weight an observation keeps per later observation of its bucket.
         self.keep = 0.5 ** (1.0 / half_life)
         self.reference = reference
-        #: A trained quantile model to plan with (None: plan from the observed runs).
+        #: A model whose `plan` is a trained quantile (None: plan from the observed runs).
         self.answer = answer
         self._residuals: dict[BucketKey, Residual] = {}
         self._buckets: dict[Group, list[int]] = {}  # observed buckets per group, sorted
+        #: Observations so far; bumped by each (the base learns through `observe` only).
+        self.version = 0
 
     def observe(
         self, workload: str, backend: str, precision: str, samples: int, seconds: float
@@ -239,6 +252,7 @@ class ResidualCorrection:
                 self._buckets.setdefault(group, []).append(bucket)
                 self._buckets[group].sort()
             residual.add(math.log(seconds / base), self.keep)
+        self.version += 1
         return error
 
     def predict(self, workload: str, backend: str, precision: str, samples: int) -> float:
@@ -246,7 +260,7 @@ class ResidualCorrection:
         return self._corrected((workload, backend, precision), samples, plan=False)
 
     def plan(self, workload: str, backend: str, precision: str, samples: int) -> float:
-        """The corrected planning estimate (a 0.95 quantile) in seconds."""
+        """The corrected planning quantile in seconds (see the class docstring)."""
         return self._corrected((workload, backend, precision), samples, plan=True)
 
     def _corrected(self, group: Group, samples: int, *, plan: bool) -> float:
@@ -254,7 +268,7 @@ class ResidualCorrection:
         residual = self._residual(group, bucket)
         factor = residual.ratio if residual is not None else 1.0
         if plan and self.answer is not None:
-            value = self.answer.predict(*group, samples) * factor
+            value = self.answer.plan(*group, samples) * factor
         else:
             value = self.reference.predict(*group, samples) * factor
             if plan and residual is not None:

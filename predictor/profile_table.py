@@ -68,8 +68,12 @@ class ProfileTable:
     """A `ServiceTimeModel` backed by one thread count of a profile CSV.
 
     `predict` is called once per dispatch in million-job simulations, so every
-    answer is memoised by (workload, backend, precision, samples).
+    answer is memoised by (workload, backend, precision, samples). A table holds
+    one statistic (`stat`) and no spread: it plans with the same value.
     """
+
+    #: Measured rows never change.
+    version = 0
 
     def __init__(
         self,
@@ -187,6 +191,10 @@ class ProfileTable:
         value = self._curve(workload, backend, precision).at(samples)
         self._cache[key] = value
         return value
+
+    def plan(self, workload: str, backend: str, precision: str, samples: int) -> float:
+        """The planning estimate: the table's own statistic (it knows no spread)."""
+        return self.predict(workload, backend, precision, samples)
 
     def _curve(self, workload: str, backend: str, precision: str) -> _Curve:
         curve = self._curves.get((workload, backend, precision))

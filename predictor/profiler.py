@@ -16,12 +16,16 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from itertools import product
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from backends.base import LoadOptions, Runner
 from predictor.progress import Progress
+
+if TYPE_CHECKING:
+    from workloads.registry import Workload
+    from workloads.specs import WorkloadSpec
 
 
 @dataclass(frozen=True)
@@ -105,11 +109,14 @@ def time_runs(runner: Runner, batch: np.ndarray, settings: ProfileSettings) -> l
     return times
 
 
-def measure(runner: Runner, batch_size: int, settings: ProfileSettings) -> ProfileRow:
-    """Profile one loaded runner at one batch size."""
+def measure(
+    runner: Runner, batch_size: int, settings: ProfileSettings, spec: WorkloadSpec | None = None
+) -> ProfileRow:
+    """Profile one loaded runner at one batch size (`spec`: its model's, default the
+    built-in's of that name)."""
     from workloads.registry import get_workload
 
-    spec = get_workload(runner.workload).spec
+    spec = spec or get_workload(runner.workload).spec
     rng = np.random.default_rng(settings.seed)
     batch = rng.standard_normal((batch_size, *spec.input_shape), dtype=np.float32)
     base_rss = _rss_mb()
@@ -142,7 +149,7 @@ RowDone = Callable[[int, int, ProfileRow], None]
 
 
 def profile(
-    workloads: Sequence[str],
+    workloads: Sequence[str | Workload],
     backends: Sequence[str],
     precisions: Sequence[str],
     batch_sizes: Sequence[int],
@@ -158,20 +165,22 @@ def profile(
     is loaded once and measured at every batch size. `loading` hears of each load
     (the first ONNX load of a model exports it, which takes a while)."""
     from backends.registry import load_runner
+    from workloads.registry import get_workload
 
     settings = settings or ProfileSettings()
+    entries = [get_workload(w) if isinstance(w, str) else w for w in workloads]
     total = len(workloads) * len(backends) * len(precisions) * len(threads) * len(batch_sizes)
     done = 0
-    for w, b, p, t in product(workloads, backends, precisions, threads):
+    for w, b, p, t in product(entries, backends, precisions, threads):
         options = LoadOptions(
             precision=p, device=device, threads=t, seed=settings.seed, onnx_dir=onnx_dir
         )
         if loading:
-            loading(f"loading {w} on {b} ({p}, {t} thread{'s' if t > 1 else ''})")
+            loading(f"loading {w.name} on {b} ({p}, {t} thread{'s' if t > 1 else ''})")
         runner = load_runner(w, b, options)
         try:
             for n in batch_sizes:
-                row = measure(runner, n, settings)
+                row = measure(runner, n, settings, w.spec)
                 done += 1
                 if progress:
                     progress(done, total, row)
@@ -214,7 +223,7 @@ def describe(row: ProfileRow) -> str:
 
 def profile_to_csv(
     path: Path | str,
-    workloads: Sequence[str],
+    workloads: Sequence[str | Workload],
     backends: Sequence[str],
     precisions: Sequence[str],
     batch_sizes: Sequence[int],

@@ -27,12 +27,14 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from heapq import heapify, heapreplace
+from typing import TypeVar
 
 from scheduling.errors import PredictedLate
 from scheduling.job import Job
 
 #: (mean seconds, planning excess in seconds) of one dispatch, or of a lane's chain.
 Estimate = tuple[float, float]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -45,25 +47,14 @@ class Forecast:
     finish: float
 
 
-def chunk_times(samples: int, cap: int, estimate: Callable[[int], float]) -> list[float]:
-    """Service times of the dispatches `samples` samples split into at most `cap` each."""
+def chunk_times(samples: int, cap: int, estimate: Callable[[int], T]) -> list[T]:
+    """`estimate(n)` of each dispatch when `samples` samples are split into at most
+    `cap` each (asked once per distinct size): a time, or an `Estimate`."""
     full, rest = divmod(samples, cap)
-    times = [estimate(cap)] * full
+    times = [estimate(cap)] * full if full else []
     if rest:
         times.append(estimate(rest))
     return times
-
-
-def chunk_estimates(
-    samples: int, cap: int, mean: Callable[[int], float], plan: Callable[[int], float]
-) -> list[Estimate]:
-    """(mean, excess) of the dispatches `samples` samples split into at most `cap` each."""
-    return [
-        (m, max(0.0, p - m))
-        for m, p in zip(
-            chunk_times(samples, cap, mean), chunk_times(samples, cap, plan), strict=True
-        )
-    ]
 
 
 def forecast(
@@ -124,4 +115,6 @@ def check_admission(
     if probe:
         job.probe = True  # never shed: its run is how the model relearns
         return
-    raise PredictedLate(job.job_class, plan.finish, job.deadline, job.arrival, plan.start - now)
+    # The finish the decision used: the answer also waits `margin` on the event loop.
+    finish = plan.finish + margin
+    raise PredictedLate(job.job_class, finish, job.deadline, job.arrival, plan.start - now)

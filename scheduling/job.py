@@ -34,9 +34,7 @@ class Job:
     payload: Any = None
     #: When the core accepted the job (submit).
     enqueue: float | None = None
-    #: When the first part of the job left the queue.
-    dispatch: float | None = None
-    #: When the first part started running on a lane.
+    #: When the first part left the queue to run on a lane.
     start: float | None = None
     #: When the last part finished.
     end: float | None = None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from scheduling.admission import Estimate, chunk_estimates
+from scheduling.admission import Estimate, chunk_times
 from scheduling.config import LaneGroupConfig, SchedulerConfig
 from scheduling.errors import UnknownWorkload
 from scheduling.microbatch import GroupKey
@@ -55,6 +55,14 @@ class LaneGroup:
         self._rate = 0.0
         self._rate_at = -math.inf
 
+    def sync(self) -> None:
+        """Follow the model: once its version moved, forget memoised answers and
+        relearn the caps, which the dispatch budget reads from its planning quantile."""
+        model = self.model
+        if model is not None and model.sync():
+            for key in self.solo_caps:  # learn() rewrites existing keys only
+                self.learn(key)
+
     def note_arrival(self, now: float) -> float:
         """Count a job arriving at `now`; the group's recent arrival rate (jobs/s)."""
         decay = math.exp(-(now - self._rate_at) / RATE_WINDOW_S) if self._rate_at > -math.inf else 0
@@ -66,13 +74,19 @@ class LaneGroup:
         """Offered load of `rate` jobs/s of `service_s` each on this group's lanes."""
         return rate * service_s / self.config.count
 
-    def learn(self, key: GroupKey) -> int:
-        """(Re)compute the caps of `key` from tokens, sample caps and the budget; the solo cap."""
-        workload, _, precision = key
+    def largest(self, workload: str, precision: str) -> int:
+        """Most samples one dispatch of `workload` may carry before the budget: the
+        larger sample cap (split or merged), cut to what the tokens hold (0: none fits)."""
         base = self._bases.get(workload)
         if base is None:
             raise UnknownWorkload(workload, sorted(self._bases))
         fits = max_samples_within(base, precision, self._capacity)
+        return min(max(self._split, self._batch_cap), fits)
+
+    def learn(self, key: GroupKey) -> int:
+        """(Re)compute the caps of `key` from tokens, sample caps and the budget; the solo cap."""
+        workload, _, precision = key
+        fits = self.largest(workload, precision)
         if fits:
             fits = min(fits, self._within_budget(key, max(self._split, self._batch_cap)))
         self.solo_caps[key] = min(self._split, fits)
@@ -88,14 +102,14 @@ class LaneGroup:
         model = self.model
         assert model is not None, "estimates need a service model"
 
-        def plan(n: int) -> float:
+        def estimate(n: int) -> Estimate:
             mean = model.predict(*key, n)
-            return mean + hop + scale * max(0.0, model.plan(*key, n) - mean)
+            return mean + hop, scale * max(0.0, model.plan(*key, n) - mean)
 
-        return chunk_estimates(samples, cap, lambda n: model.predict(*key, n) + hop, plan)
+        return chunk_times(samples, cap, estimate)
 
     def _within_budget(self, key: GroupKey, limit: int) -> int:
-        """Most samples (1..limit) planned to run within the budget; limit if none."""
+        """Most samples (1..limit) whose planning quantile fits the budget; limit if none."""
         budget_ms = self.config.max_dispatch_ms
         if budget_ms is None or self.model is None:
             return limit

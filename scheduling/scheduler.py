@@ -33,6 +33,10 @@ Admission (`submit`): a job of a class with `refuse_late` is refused
 (PredictedLate) when its forecast finish (scheduling/admission.py) plus the
 class's margin is past its deadline; the core computes the Retry-After too, so
 the simulator and the gateway refuse the same jobs.
+
+Service times: shedding and the dynamic score ask a group's model for its mean;
+admission, the budget and step 2's guard for its planning quantile. Answers are
+memoised per model version, compared as each call begins: a learner needs no flush.
 """
 
 from __future__ import annotations
@@ -110,6 +114,7 @@ class Scheduler(SchedulerCounts):
         be). A job of a class that sheds late work, already unable to meet its
         deadline, is shed at once: it is reported by `take_shed()`, not queued.
         """
+        self._sync()
         key = (job.workload, job.backend, job.precision)
         group = self._group_of_class[job.job_class]
         solo_cap = group.solo_caps.get(key)
@@ -146,6 +151,7 @@ class Scheduler(SchedulerCounts):
         whole dispatch they would lead) can no longer make their deadline (see
         `take_shed`).
         """
+        self._sync()
         out: list[Dispatch] = []
         lanes = self._lanes
         for group in self._groups:
@@ -153,7 +159,7 @@ class Scheduler(SchedulerCounts):
                 head = group.policy.pick(now, self)
                 if head is None:
                     break
-                if self._sheds(head) and head.dispatch is None and self._late(head, now):
+                if self._sheds(head) and head.start is None and self._late(head, now):
                     self._shed_job(head, now, queued=True)
                     continue
                 picks = self._plan(group, head, now)
@@ -229,15 +235,6 @@ class Scheduler(SchedulerCounts):
         shed, self._shed = self._shed, []
         return shed
 
-    def refresh_predictions(self) -> None:
-        """Forget memoised service-time predictions (a model was updated)."""
-        for group in self._groups:
-            if group.model is not None:
-                group.model.clear()
-            # Budget-derived caps depend on the predictions: relearn them.
-            for key in list(group.solo_caps):
-                group.learn(key)
-
     # ------------------------------------------------------- read-only views
 
     def lane_group(self, lane: int) -> LaneGroupConfig:
@@ -246,14 +243,23 @@ class Scheduler(SchedulerCounts):
 
     def service_model(self, job_class: str) -> ServiceTimeModel | None:
         """The (memoised) service-time model of the group that runs `job_class`."""
-        return self._group_of_class[job_class].model
+        group = self._group_of_class[job_class]
+        group.sync()
+        return group.model
 
     def dispatch_caps(self, job_class: str, key: GroupKey) -> tuple[int, int]:
         """(merged, alone): most samples of one dispatch of `key` on `job_class`'s lanes."""
         group = self._group_of_class[job_class]
+        group.sync()
         if key not in group.solo_caps:
             group.learn(key)
         return group.batch_caps[key], group.solo_caps[key]
+
+    def largest_dispatch(self, workload: str, precision: str) -> int:
+        """Most samples any dispatch of `workload` at `precision` may carry, on any lane
+        group and whatever its budget: what lanes warm up at and size buffers for. At
+        least 1 (a model of which not even one sample fits is refused at submit)."""
+        return max(1, self._groups[0].largest(workload, precision))
 
     # --------------------------------------------- QueueView, for policies
 
@@ -290,6 +296,14 @@ class Scheduler(SchedulerCounts):
         return token_cost(self._bases[job.workload], samples, job.precision)
 
     # ---------------------------------------------------------------- phases
+
+    def _sync(self) -> None:
+        """Follow each group's service model to its current version (memos, caps)."""
+        for group in self._groups:
+            memo = group.model
+            # The check inline (runs at every submit and poll); a change is rare.
+            if memo is not None and memo.model.version != memo.seen:
+                group.sync()
 
     def _refuse_if_late(
         self, group: LaneGroup, job: Job, now: float, rules: ClassAdmission
@@ -361,7 +375,7 @@ class Scheduler(SchedulerCounts):
             count = job.remaining
             if count > room:
                 continue  # first fit: a smaller later companion may still fit
-            if self._sheds(job) and job.dispatch is None and self._late(job, now):
+            if self._sheds(job) and job.start is None and self._late(job, now):
                 self._shed_job(job, now, queued=True)
                 continue
             if model is not None:
@@ -384,7 +398,7 @@ class Scheduler(SchedulerCounts):
         if model is None:
             return False
         for job, _ in picks:
-            if job.dispatch is not None or not self._sheds(job):
+            if job.start is not None or not self._sheds(job):
                 return False
         head = picks[0][0]
         samples = sum(count for _, count in picks)
@@ -407,8 +421,8 @@ class Scheduler(SchedulerCounts):
                 mb.took(key, job, count)
             job.remaining -= count
             job.parts_in_flight += 1
-            if job.dispatch is None:
-                job.dispatch = job.start = now
+            if job.start is None:
+                job.start = now
             job.lane = lane
             job.microbatch_id = did
             if not job.remaining:

@@ -48,6 +48,11 @@ class SchedulerCounts:
         """Lanes running a dispatch."""
         return self._lanes.busy
 
+    def lane_busy(self, lane: int) -> bool:
+        """Whether lane `lane` holds a dispatch (from `poll` until `complete` or `fail`):
+        the one answer the gateway's metrics, /v1/lanes and contention features use."""
+        return self._lanes.is_busy(lane)
+
     @property
     def lanes(self) -> int:
         """Lanes in the pool, every group."""

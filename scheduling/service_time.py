@@ -1,38 +1,50 @@
 """How long a dispatch is expected to take: the one question policies ask.
 
 The simulator answers it from measured profiles or a fixed table; the live
-gateway from the learned predictor. The core only sees this Protocol.
+gateway from the learned predictor, corrected online. The core only sees this
+Protocol.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Protocol
 
 
 class ServiceTimeModel(Protocol):
-    """Predicts the service time (seconds) of running `samples` samples at once.
+    """Service time (seconds) of running `samples` samples of a model in one dispatch.
 
-    `predict` is the mean: what shedding and the simulated lanes use. A model may
-    also answer `plan(...)`, a planning estimate (a high quantile) that admission,
-    dispatch budgets and micro-batch deadlines use so that a plan holds in most
-    runs, not just the average one; `plan_of(model)` falls back to the mean.
+    Two answers for two kinds of question, so that no caller has to guess which
+    one it gets:
+
+    - `predict`, the **mean**: what a dispatch takes on average. For judging
+      what is certainly lost or what happens typically: shedding (a job is
+      dropped only if even its mean misses the deadline), the dynamic policy's
+      score, the simulated lanes' run time, the live watchdog's cut-off.
+    - `plan`, the **planning quantile** (e.g. 0.95; the mean again for a model
+      that knows no spread): for promises that must hold in most runs, not just
+      the average one: admission forecasts (each dispatch's excess plan - mean,
+      at least 0), the dispatch budget `max_dispatch_ms`, and the micro-batch
+      guard on its members' deadlines.
+
+    `version` changes whenever an answer may have changed (a model that learns
+    bumps it on every observation; a fixed one never does): memoised answers
+    stay valid while it stays the same, so nobody has to flush them.
     """
 
-    def predict(self, workload: str, backend: str, precision: str, samples: int) -> float:
-        """Expected (mean) service time in seconds."""
+    @property
+    def version(self) -> int:
+        """Changes whenever `predict` or `plan` may answer differently."""
         ...
 
+    def predict(self, workload: str, backend: str, precision: str, samples: int) -> float:
+        """Mean service time in seconds."""
+        ...
 
-#: (workload, backend, precision, samples) -> seconds.
-Estimate = Callable[[str, str, str, int], float]
-
-
-def plan_of(model: ServiceTimeModel) -> Estimate:
-    """The model's planning estimate (`plan`) if it has one, else its mean."""
-    plan = getattr(model, "plan", None)
-    return plan if callable(plan) else model.predict
+    def plan(self, workload: str, backend: str, precision: str, samples: int) -> float:
+        """Planning quantile of the service time in seconds."""
+        ...
 
 
 #: A workload's entry in FixedServiceTime: {samples: seconds} or (fixed_ms, per_sample_ms).
@@ -49,6 +61,9 @@ class FixedServiceTime:
     milliseconds. Backend and precision are ignored; the key "*" is the
     fallback for workloads not listed.
     """
+
+    #: A table never changes.
+    version = 0
 
     def __init__(self, table: Mapping[str, ServiceEntry]) -> None:
         # Per workload: sorted sample counts and their times, as parallel tuples.
@@ -74,6 +89,10 @@ class FixedServiceTime:
         x0, x1, y0, y1 = xs[i], xs[i + 1], ys[i], ys[i + 1]
         return max(0.0, y0 + (y1 - y0) * (samples - x0) / (x1 - x0))
 
+    def plan(self, workload: str, backend: str, precision: str, samples: int) -> float:
+        """The table's time: it knows no spread, so it plans with its mean."""
+        return self.predict(workload, backend, precision, samples)
+
 
 def _curve(workload: str, entry: ServiceEntry) -> tuple[tuple[float, ...], tuple[float, ...]]:
     if isinstance(entry, tuple):
@@ -90,11 +109,13 @@ def _curve(workload: str, entry: ServiceEntry) -> tuple[tuple[float, ...], tuple
 
 
 class CachedServiceTime:
-    """Memoises another model's predictions per (workload, backend, precision, samples).
+    """Memoises another model's answers per (workload, backend, precision, samples).
 
     Policies ask the same question many times per second; a learned model may
-    take far longer to answer than the decision budget. Call `clear()` when the
-    wrapped model changes (e.g. after an online correction).
+    take far longer to answer than the decision budget. The memo belongs to
+    one version of the wrapped model: `sync()` (called by the scheduler as a
+    decision begins, not per question, which keeps the hit path a dict lookup)
+    forgets it once the model's version has moved.
     """
 
     def __init__(self, model: ServiceTimeModel, max_entries: int = 65_536) -> None:
@@ -102,10 +123,25 @@ class CachedServiceTime:
         self._max_entries = max_entries
         self._memo: dict[tuple[str, str, str, int], float] = {}
         self._plan_memo: dict[tuple[str, str, str, int], float] = {}
-        self._plan = plan_of(model)
+        #: The model version the memos hold answers of (None: not read yet).
+        self.seen: int | None = None
+
+    @property
+    def version(self) -> int:
+        """The wrapped model's version."""
+        return self.model.version
+
+    def sync(self) -> bool:
+        """Forget every memoised answer if the model changed since; whether it had."""
+        version = self.model.version
+        if version == self.seen:
+            return False
+        self.seen = version
+        self.clear()
+        return True
 
     def predict(self, workload: str, backend: str, precision: str, samples: int) -> float:
-        """The wrapped model's prediction, computed once per distinct question."""
+        """The wrapped model's mean, computed once per distinct question."""
         key = (workload, backend, precision, samples)
         value = self._memo.get(key)
         if value is None:
@@ -115,16 +151,16 @@ class CachedServiceTime:
         return value
 
     def plan(self, workload: str, backend: str, precision: str, samples: int) -> float:
-        """The wrapped model's planning estimate (its mean if it has none), memoised."""
+        """The wrapped model's planning quantile, computed once per distinct question."""
         key = (workload, backend, precision, samples)
         value = self._plan_memo.get(key)
         if value is None:
             if len(self._plan_memo) >= self._max_entries:
                 self._plan_memo.clear()
-            value = self._plan_memo[key] = self._plan(workload, backend, precision, samples)
+            value = self._plan_memo[key] = self.model.plan(workload, backend, precision, samples)
         return value
 
     def clear(self) -> None:
-        """Forget every memoised prediction."""
+        """Forget every memoised answer."""
         self._memo.clear()
         self._plan_memo.clear()

@@ -93,6 +93,12 @@ def _check_shape(shape: Sequence[int], field: str) -> tuple[int, ...]:
     return dims
 
 
+def decode_raw(raw: bytes, shape: Sequence[int], field: str, what: str = "the body") -> np.ndarray:
+    """Raw little-endian float32 bytes as an array of `shape` (checked): the binary body of
+    POST /infer, a KServe v2 binary input, a gRPC `raw_input_contents` entry."""
+    return _from_wire_bytes(raw, _check_shape(shape, field), field, what)
+
+
 def _from_wire_bytes(raw: bytes, dims: tuple[int, ...], field: str, what: str) -> np.ndarray:
     expected = math.prod(dims) * _WIRE_F32.itemsize
     if len(raw) != expected:
@@ -301,6 +307,18 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=1, keepdims=True)
 
 
+def top_k(rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(indices, logits) of each row's `k` highest logits, highest first; ties: lower index
+    first; `k` clipped to the row width. The one top-k of every protocol (POST /infer's
+    top_k probabilities, KServe v2 classification)."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    k = min(k, rows.shape[1])
+    # Stable sort of negated logits: deterministic order among ties.
+    order = np.argsort(-rows, axis=1, kind="stable")[:, :k]
+    return order, np.take_along_axis(rows, order, axis=1)
+
+
 def encode_outputs(
     outputs: np.ndarray, mode: Literal["top_k", "logits"], k: int
 ) -> list[list[dict[str, Any]]] | list[list[float]]:
@@ -308,25 +326,17 @@ def encode_outputs(
 
     top_k: ``[{"index": int, "score": float}, ...]`` by softmax probability, highest
     first (ties: lower index first); k is clipped to the output width. logits: each row
-    flattened, as floats. Raises OutputError for a rank-0/1 array or non-finite values
-    (JSON cannot carry NaN, and a model emitting it has failed), ValueError for k < 1.
+    flattened, as floats. The request core has checked the outputs (a batch axis, all
+    finite); ValueError for k < 1.
     """
-    if outputs.ndim < 2:
-        raise OutputError(f"outputs must have a batch axis, got shape {outputs.shape}")
     rows = outputs.reshape(outputs.shape[0], -1)
-    if not np.isfinite(rows).all():
-        raise OutputError("model outputs contain NaN or inf")
     if mode == "logits":
         return rows.astype(np.float64).tolist()
     if mode != "top_k":
         raise ValueError(f"mode must be 'top_k' or 'logits', got {mode!r}")
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    k = min(k, rows.shape[1])
-    probs = softmax(rows)
-    # Stable sort of negated scores: deterministic order among ties, lower index first.
-    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-    scores = np.take_along_axis(probs, order, axis=1)
+    order, _ = top_k(rows, k)
+    # Softmax is monotonic: the top logits are the top probabilities.
+    scores = np.take_along_axis(softmax(rows), order, axis=1)
     return [
         [{"index": i, "score": s} for i, s in zip(idx_row, score_row, strict=True)]
         for idx_row, score_row in zip(order.tolist(), scores.tolist(), strict=True)

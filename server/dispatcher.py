@@ -28,15 +28,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from predictor.online import ResidualCorrection, bucket_label, bucket_of
 from scheduling.errors import JobTooLarge, PredictedLate, QueueFull
 from scheduling.job import JOB_CLASSES, Dispatch, Job, Part
 from scheduling.scheduler import Scheduler
 from server.errors import Unavailable
-from server.lanes import LaneBatch, LaneError, LanePool, LaneResult
+from server.lanes.base import LaneBatch, LaneError, LaneResult
+from server.lanes.pool import LaneWorkers
 from server.loop_lag import LoopLag, monitor
 from server.metrics import GatewayMetrics
 from server.service_log import ServiceKey, ServiceLog
+from server.service_times import ServiceTimes
 from server.stats import SlidingWindowStats
 from server.watchdog import Watchdog, run_watched
 
@@ -89,18 +90,18 @@ class Dispatcher:
     def __init__(
         self,
         scheduler: Scheduler,
-        pool: LanePool,
+        pool: LaneWorkers,
         metrics: GatewayMetrics,
         stats: SlidingWindowStats,
-        service_models: dict[str, ResidualCorrection],
+        service_times: ServiceTimes,
         clock: Callable[[], float] = time.monotonic,
         lane_threads: Sequence[int] | None = None,
         watchdog: Watchdog | None = None,
     ) -> None:
         self.scheduler = scheduler
-        #: Per lane group: learns from every completed dispatch of the group's lanes;
-        #: the scheduler's forecasts and budget caps follow it.
-        self.service_models = service_models
+        #: Per lane group, its service-time model: observed once per completed dispatch;
+        #: the scheduler's forecasts and budget caps follow its version.
+        self.service_times = service_times
         #: Intra-op threads of each lane: the threads column of GET /v1/profile's rows.
         self.lane_threads = list(lane_threads or [1] * scheduler.lanes)
         #: Every successful dispatch's service time: GET /v1/profile's training rows.
@@ -114,7 +115,6 @@ class Dispatcher:
         self._task: asyncio.Task[None] | None = None
         # Strong references: the loop keeps only weak ones to running tasks.
         self._running: set[asyncio.Task[None]] = set()
-        self._lane_busy = [False] * scheduler.lanes
         self._draining = False
         self._drain_timer: asyncio.TimerHandle | None = None
         #: Cuts off a dispatch that never returns (server/watchdog.py).
@@ -243,9 +243,9 @@ class Dispatcher:
                     await self._wake.wait()
 
     def _launch(self, dispatch: Dispatch) -> None:
-        # Contention as the dispatch starts, the predictor's busy_lanes feature.
-        busy = sum(b for lane, b in enumerate(self._lane_busy) if lane != dispatch.lane)
-        self._lane_busy[dispatch.lane] = True
+        # Contention as the dispatch starts, the predictor's busy_lanes feature: the
+        # other lanes the core has running a dispatch (those of this poll included).
+        busy = self.scheduler.busy_lanes - 1
         self.metrics.observe_batch(dispatch.workload, dispatch.samples)
         task = asyncio.create_task(self._execute(dispatch, busy), name=f"dispatch-{dispatch.id}")
         self._running.add(task)
@@ -270,7 +270,7 @@ class Dispatcher:
             now = self.clock()
             group = (dispatch.workload, dispatch.backend, dispatch.precision)
             lanes = self.scheduler.lane_group(dispatch.lane)
-            self.learn(lanes.name, group, dispatch.samples, result.service_s)
+            self.service_times.observe(lanes.name, group, dispatch.samples, result.service_s)
             threads = self.lane_threads[dispatch.lane]
             key = ServiceKey(*group, dispatch.samples, threads, busy_lanes)
             self.service_log.record(key, result.service_s)
@@ -282,34 +282,17 @@ class Dispatcher:
             for job in done:
                 self._finish(job, now)
         finally:
-            self._lane_busy[dispatch.lane] = False
             self._wake.set()
             self._publish()
 
     # ----------------------------------------------------------- helpers
     def _limit_s(self, dispatch: Dispatch) -> float | None:
-        """The watchdog's cut-off for `dispatch`, from its lane group's service model."""
-        model = self.service_models[self.scheduler.lane_group(dispatch.lane).name]
+        """The watchdog's cut-off for `dispatch`, from its lane group's mean service time."""
+        model = self.service_times[self.scheduler.lane_group(dispatch.lane).name]
         predicted = model.predict(
             dispatch.workload, dispatch.backend, dispatch.precision, dispatch.samples
         )
         return self.watchdog.limit_s(predicted)
-
-    def learn(
-        self, lanes: str, group: tuple[str, str, str], samples: int, service_s: float
-    ) -> None:
-        """One timed run of `samples` samples of `group` on a lane of lane group `lanes`:
-        correct that group's model, export its error and residual, let the scheduler replan."""
-        model = self.service_models[lanes]
-        error = model.observe(*group, samples, service_s)
-        residual = model.residual(*group, samples)
-        if error is not None and residual is not None:
-            # Error of the (mean) prediction as it stood before this observation.
-            workload, backend, precision = group
-            self.metrics.set_prediction_error(workload, backend, lanes, error)
-            label = bucket_label(bucket_of(samples))
-            self.metrics.set_residual(workload, backend, precision, label, lanes, residual.ratio)
-        self.scheduler.refresh_predictions()
 
     def _set_hop(self, seconds: float) -> None:
         self.scheduler.hop_s = seconds
@@ -337,8 +320,8 @@ class Dispatcher:
         for job_class in JOB_CLASSES:
             m.set_queue_depth(job_class, s.queue_depth(job_class))
         m.set_tokens(s.tokens_in_use, s.token_capacity)
-        for lane, busy in enumerate(self._lane_busy):
-            m.set_lane_busy(lane, busy)
+        for lane in range(s.lanes):
+            m.set_lane_busy(lane, s.lane_busy(lane))
 
 
 def _check_lengths(dispatch: Dispatch, result: LaneResult) -> None:

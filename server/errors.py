@@ -1,9 +1,11 @@
 """Every error → HTTP status mapping of the gateway, in one place.
 
 Domain errors are raised where they happen (codecs, the scheduling core, lanes,
-the dispatcher) with the values that explain them; `error_response` turns any of
-them into a status, an `ErrorBody` and headers, and `install_error_handlers`
-routes FastAPI's exception handling through it. Nothing else chooses a status.
+the dispatcher) with the values that explain them; `classify` turns any of
+them into a `Problem` (a status, an `ErrorBody`, headers) that each protocol
+renders in its own form; `error_response` is the HTTP rendering and
+`install_error_handlers` routes FastAPI's exception handling through it. Nothing
+else chooses a status.
 
 | error                                   | status | `error`         |
 |-----------------------------------------|--------|-----------------|
@@ -34,6 +36,7 @@ from __future__ import annotations
 import logging
 import math
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -47,7 +50,7 @@ from scheduling.errors import JobTooLarge, PredictedLate, QueueFull, UnknownWork
 from scheduling.job import Job
 from server.codecs import InputError, TooLargeError
 from server.echo import clip
-from server.lanes import LaneError
+from server.lanes.base import LaneError
 from server.schemas import AdmissionForecast, ErrorBody, error_body_from_validation
 
 log = logging.getLogger("mlws.server")
@@ -151,8 +154,44 @@ def outcome_error(job: Job, aborted: str | None = None) -> GatewayError:
     return GatewayError(f"job {job.id} ended with outcome {job.outcome!r} and no outputs")
 
 
-def error_response(exc: BaseException, retry_after_s: int = 1) -> JSONResponse:
-    """The one mapping from an exception to the HTTP answer the client gets.
+@dataclass(frozen=True)
+class Problem:
+    """What went wrong, independent of the protocol that reports it.
+
+    Every protocol renders the same Problem: HTTP /infer as an `ErrorBody`, the
+    KServe v2 HTTP routes as ``{"error": detail}``, gRPC as a status code and
+    message (server/grpc_v2/). `status` is the HTTP status, the common scale.
+    """
+
+    status: int
+    body: ErrorBody
+    #: Retry-After (429 and 503 answers) and Allow (405) when they apply.
+    headers: dict[str, str]
+
+    @property
+    def error(self) -> str:
+        """The short machine-readable code, e.g. "predicted_late"."""
+        return self.body.error
+
+    @property
+    def detail(self) -> str:
+        """One line a client can act on."""
+        return self.body.detail
+
+    @property
+    def field(self) -> str | None:
+        """The offending field or header, if one is to blame."""
+        return self.body.field
+
+    @property
+    def retry_after_s(self) -> int | None:
+        """Seconds to wait before retrying, for refusals that say so."""
+        value = self.headers.get("Retry-After")
+        return None if value is None else int(value)
+
+
+def classify(exc: BaseException, retry_after_s: int = 1) -> Problem:
+    """The one mapping from an exception to what the client is told.
 
     Retry-After is `retry_after_s`, except for a refusal by predicted completion,
     whose Retry-After is the core's predicted drain rounded up to whole seconds
@@ -176,9 +215,16 @@ def error_response(exc: BaseException, retry_after_s: int = 1) -> JSONResponse:
             body.detail = f"internal error (reference {ref}); the server log has the details"
     body.detail = clip(body.detail, MAX_DETAIL_CHARS)
     body.field = None if body.field is None else clip(body.field, MAX_FIELD_CHARS)
+    return Problem(status, body, headers)
+
+
+def error_response(exc: BaseException, retry_after_s: int = 1) -> JSONResponse:
+    """`exc` as POST /infer's (and every non-v2 route's) HTTP answer: an `ErrorBody`."""
+    problem = classify(exc, retry_after_s)
+    body = problem.body
     # `admission` appears only on predicted_late refusals; `field` is always there.
     content = body.model_dump(exclude={"admission"} if body.admission is None else None)
-    return JSONResponse(content, status_code=status, headers=headers or None)
+    return JSONResponse(content, status_code=problem.status, headers=problem.headers or None)
 
 
 def _classify(exc: BaseException) -> tuple[int, ErrorBody, bool]:

@@ -7,56 +7,44 @@ headers (`BINARY_OPTIONS`). The body is read with a running byte count, so no
 body over the limit is ever buffered; bodies above `INLINE_DECODE_BYTES` are
 parsed and decoded on a worker thread, never on the event loop.
 
-`run_request` is the part every inference route shares — admission, the body
-limit, backend/precision resolution, the Job, waiting, the outcome → error
-mapping; a route brings only its wire format (the KServe v2 routes in
+The request itself runs through the protocol-neutral core
+(server/request_core.py). `serve_http` is what the HTTP inference routes add
+around it — admission before the body is read, the body limit, the disconnect
+watch; a route brings only its wire format (the KServe v2 routes in
 server/kserve.py use it too).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-import numpy as np
 from fastapi import Request
 from fastapi.responses import Response
 from starlette.requests import ClientDisconnect
 
-from scheduling.job import Job
 from server.codecs import (
     NPY_TYPES,
     OCTET_STREAM,
-    TooLargeError,
-    conform_batch,
     decode_b64_tensor,
     decode_binary,
     decode_nested_list,
     encode_outputs,
 )
-from server.config import ModelConfig
-from server.dispatcher import JobResult
 from server.echo import echo
-from server.errors import (
-    BodyTooLarge,
-    Unavailable,
-    UnknownModel,
-    UnknownOption,
-    UnsupportedMediaType,
-    outcome_error,
-)
+from server.errors import BodyTooLarge, UnsupportedMediaType
 from server.http_guard import BODY_TIMEOUT_KEY
 from server.json_budget import check_json_values, json_value_limit
-from server.schemas import InferParams, InferQuery, InferRequest, InferResponse, Timing
+from server.offload import off_loop_if
+from server.request_core import Answer, InferCall, admit, count_invalid, infer, job_timing
+from server.schemas import InferParams, InferQuery, InferRequest, InferResponse
 from server.wire_ints import parse_wire_int
-from workloads.specs import WorkloadSpec
 
 if TYPE_CHECKING:
-    from server.app import Gateway
+    from server.gateway import Gateway
 
 log = logging.getLogger("mlws.server")
 #: Bodies above this are parsed and decoded on a worker thread, not on the event loop.
@@ -75,111 +63,64 @@ BINARY_OPTIONS: dict[str, str] = {
 }
 
 
-@dataclass
-class Parsed:
-    """A decoded request: its options and its input batch (None: synthesize)."""
+class Decoded(Protocol):
+    """What an HTTP route's parser returns: the core's call, plus what its answer needs."""
 
+    @property
+    def call(self) -> InferCall: ...
+
+
+@dataclass(frozen=True)
+class InferDecoded:
+    """A decoded POST /infer request: the call and how to encode its outputs."""
+
+    call: InferCall
     params: InferParams
-    inputs: np.ndarray | None
-    samples: int
 
 
-#: A route's own Parsed subclass (the v2 route adds its requested outputs).
-P = TypeVar("P", bound=Parsed)
-T = TypeVar("T")
-
-
-@dataclass
-class Finished(Generic[P]):
-    """A request whose job ended "ok": what a route needs to write its answer."""
-
-    parsed: P
-    job: Job
-    #: (samples, *output_shape) float32 rows of this request.
-    outputs: np.ndarray
-    #: Samples of the micro-batch the job's last part ran in.
-    batch_size: int
-    #: The latency budget the job was scheduled with.
-    slo_ms: float
+D = TypeVar("D", bound=Decoded)
 
 
 async def handle_infer(request: Request, gw: Gateway) -> Response:
     """Validate, submit, wait (or notice the client leaving), and answer."""
 
-    async def parse(body: bytes) -> Parsed:
+    async def parse(body: bytes) -> InferDecoded:
         return await _parse(request, gw, body)
 
     is_json = _is_json(request.headers.get("content-type", "application/json"))
-    json_limit = json_value_limit(gw.config, gw.specs.values()) if is_json else None
-    done = await run_request(request, gw, parse, json_limit)
+    json_limit = json_value_limit(gw.config, gw.models.specs().values()) if is_json else None
+    done = await serve_http(request, gw, parse, json_limit)
     if done is None:
         return Response(status_code=499)  # the client is gone; nobody reads this
-    return await _respond(done)
+    return await _respond(*done)
 
 
-async def run_request(
+async def serve_http(
     request: Request,
     gw: Gateway,
-    parse: Callable[[bytes], Awaitable[P]],
+    parse: Callable[[bytes], Awaitable[D]],
     json_limit: int | None = None,
-) -> Finished[P] | None:
-    """The path every inference route shares: admit, read, parse, submit, wait, check.
+) -> tuple[D, Answer] | None:
+    """What every HTTP inference route shares around the request core: admission before
+    the body is read, the body limit, the route's own `parse`, the disconnect watch.
 
-    `parse` is the route's own wire format (POST /infer, KServe v2); everything
-    else — the body limit, backend/precision resolution, the invalid-request
-    metric, the Job and its deadline, the disconnect watch and the outcome →
-    error mapping — is this one function. Returns None when the client left
-    first (before its body was read too); raises the domain error of a job that did
-    not end "ok". `json_limit`: the body is JSON, refused (413) while it is read once it
-    may hold more array elements than this (server/json_budget.py).
+    Returns None when the client left first (before its body was read too);
+    raises the domain error of a request that is invalid or did not end "ok".
+    `json_limit`: the body is JSON, refused (413) while it is read once it may hold
+    more array elements than this (server/json_budget.py).
     """
-    arrival = gw.dispatcher.clock()
-    if not gw.accepting:
-        raise Unavailable(gw.not_ready_reason())
-    parsed: P | None = None
+    arrival = admit(gw)
     try:
         body = await read_body(request, gw.config.max_body_bytes, json_limit)
-        parsed = await parse(body)
-        model, backend, precision = _resolve(gw, parsed.params)
+        decoded = await parse(body)
     except ClientDisconnect:
         _body_not_received(request, gw)
         return None
     except Exception:
-        model_name = parsed.params.model if parsed else "unknown"
-        job_class = parsed.params.job_class if parsed else "interactive"
-        gw.metrics.count_request(model_name, job_class, "invalid")
+        count_invalid(gw, request.path_params.get("name", "unknown"), "interactive")
         raise
-    params = parsed.params
-    slo_ms = params.slo_ms or gw.config.default_slo_ms[params.job_class]
-    job = Job(
-        id=next(gw.ids),
-        workload=model.name,
-        backend=backend,
-        precision=precision,
-        job_class=params.job_class,
-        samples=parsed.samples,
-        arrival=arrival,
-        deadline=arrival + slo_ms / 1e3,
-        payload=parsed.inputs,
-    )
-    future = gw.dispatcher.submit(job)
-    result = await _wait(request, gw, job, future)
-    if result is None:
-        return None
-    if result.aborted is not None or job.outcome != "ok" or result.outputs is None:
-        raise outcome_error(job, result.aborted)
-    return Finished(parsed, job, result.outputs, result.batch_size, slo_ms)
-
-
-async def off_loop_if(big: bool, fn: Callable[..., T], *args: Any) -> T:
-    """`fn(*args)`, on a worker thread when `big`.
-
-    Parsing or encoding tens of MB takes tens of milliseconds, which must not
-    stall the event loop; small payloads are cheaper inline than a thread hop.
-    """
-    if big:
-        return await asyncio.to_thread(fn, *args)
-    return fn(*args)
+    answer = await infer(gw, decoded.call, _client_gone(request), arrival)
+    return None if answer is None else (decoded, answer)
 
 
 async def read_body(request: Request, limit: int, json_limit: int | None = None) -> bytes:
@@ -220,7 +161,7 @@ def _too_large(size: int, limit: int, at_least: bool = False) -> str:
     return f"body of {more}{size / mib:.1f} MiB exceeds the {limit / mib:.1f} MiB limit"
 
 
-async def _parse(request: Request, gw: Gateway, body: bytes) -> Parsed:
+async def _parse(request: Request, gw: Gateway, body: bytes) -> InferDecoded:
     """Decode the body by Content-Type; large bodies are decoded on a worker thread."""
     refuse_content_encoding(request)
     content_type = request.headers.get("content-type", "application/json")
@@ -258,22 +199,29 @@ def _is_json(content_type: str) -> bool:
     return media == "application/json" or media.endswith("+json")
 
 
-def _decode_json(gw: Gateway, body: bytes) -> Parsed:
-    check_json_values(body, json_value_limit(gw.config, gw.specs.values()))
+def _decode_json(gw: Gateway, body: bytes) -> InferDecoded:
+    check_json_values(body, json_value_limit(gw.config, gw.models.specs().values()))
     request = InferRequest.model_validate_json(body)
     if request.batch_size is not None:
-        _check_samples(request.batch_size, gw.config.max_request_samples, "batch_size")
-        model_or_404(gw, request.model)
-        return Parsed(request, None, request.batch_size)
-    spec = gw.specs.get(request.model) or model_or_404(gw, request.model)
+        return InferDecoded(_call(request, samples=request.batch_size), request)
     if isinstance(request.inputs, list):
         array = decode_nested_list(request.inputs)
     else:
         assert request.inputs is not None  # InferRequest checks exactly one source
         tensor = request.inputs
         array = decode_b64_tensor(tensor.data, tensor.shape, tensor.dtype)
-    batch = conform_batch(array, spec, gw.config.max_request_samples)
-    return Parsed(request, batch, len(batch))
+    return InferDecoded(_call(request, inputs=array), request)
+
+
+def _call(params: InferParams, **data: Any) -> InferCall:
+    return InferCall(
+        model=params.model,
+        job_class=params.job_class,
+        slo_ms=params.slo_ms,
+        backend=params.backend,
+        precision=params.precision,
+        **data,
+    )
 
 
 def _binary_options(request: Request) -> dict[str, str]:
@@ -292,69 +240,11 @@ def _decode_binary(
     options: dict[str, str],
     shape: str | None,
     dtype: str | None,
-) -> Parsed:
+) -> InferDecoded:
     params = InferQuery.model_validate(options)
-    spec = model_or_404(gw, params.model)
+    gw.models.require(params.model)  # 404 before the body's bytes are looked at
     array = decode_binary(body, content_type, shape, dtype)
-    batch = conform_batch(array, spec, gw.config.max_request_samples)
-    return Parsed(params, batch, len(batch))
-
-
-def _check_samples(samples: int, limit: int, field_name: str) -> None:
-    if samples > limit:
-        raise TooLargeError(
-            field_name, f"{field_name}={samples} exceeds the limit of {limit} samples per request"
-        )
-
-
-def model_or_404(gw: Gateway, name: str) -> WorkloadSpec:
-    """The spec of a served model, or UnknownModel (404) naming the choices."""
-    spec = gw.specs.get(name)
-    if spec is None:
-        choices = ", ".join(gw.specs)
-        raise UnknownModel(f"unknown model {echo(name)}; choose from: {choices}", field="model")
-    return spec
-
-
-def _resolve(gw: Gateway, params: InferParams) -> tuple[ModelConfig, str, str]:
-    """The model's config and the backend and precision the request runs on."""
-    model_or_404(gw, params.model)
-    model = gw.config.model(params.model)
-    assert model is not None
-    backend = params.backend or model.default_backend
-    if backend not in model.backends:
-        raise UnknownOption(
-            f"model {model.name!r} is not served on backend {echo(backend)}; "
-            f"choose from: {', '.join(model.backends)}",
-            field="backend",
-        )
-    precision = params.precision or model.default_precision
-    if precision not in model.precisions:
-        raise UnknownOption(
-            f"model {model.name!r} is not served at precision {precision!r}; "
-            f"choose from: {', '.join(model.precisions)}",
-            field="precision",
-        )
-    return model, backend, precision
-
-
-async def _wait(
-    request: Request, gw: Gateway, job: Job, future: asyncio.Future[JobResult]
-) -> JobResult | None:
-    """The job's result, or None if the client disconnected first (job cancelled)."""
-    disconnect = asyncio.create_task(_client_gone(request))
-    try:
-        await asyncio.wait({future, disconnect}, return_when=asyncio.FIRST_COMPLETED)
-    except asyncio.CancelledError:
-        # uvicorn cancels handlers when the graceful-shutdown timeout runs out.
-        gw.dispatcher.cancel(job)
-        raise
-    finally:
-        disconnect.cancel()
-    if future.done() and not future.cancelled():
-        return future.result()
-    gw.dispatcher.cancel(job)
-    return None
+    return InferDecoded(_call(params, inputs=array), params)
 
 
 async def _client_gone(request: Request) -> None:
@@ -364,10 +254,10 @@ async def _client_gone(request: Request) -> None:
         pass
 
 
-async def _respond(done: Finished[Parsed]) -> Response:
-    job, params = done.job, done.parsed.params
-    big = done.outputs.size > INLINE_ENCODE_ELEMENTS
-    encoded = await off_loop_if(big, encode_outputs, done.outputs, params.return_, params.top_k)
+async def _respond(decoded: InferDecoded, answer: Answer) -> Response:
+    job, params = answer.job, decoded.params
+    big = answer.outputs.size > INLINE_ENCODE_ELEMENTS
+    encoded = await off_loop_if(big, encode_outputs, answer.outputs, params.return_, params.top_k)
     assert job.lane is not None
     response = InferResponse(
         request_id=uuid.uuid4().hex,
@@ -377,22 +267,10 @@ async def _respond(done: Finished[Parsed]) -> Response:
         job_class=job.job_class,
         outputs=encoded,
         timing=job_timing(job),
-        slo_ms=done.slo_ms,
+        slo_ms=answer.slo_ms,
         slo_met=job.slo_met,
-        batch_size=done.batch_size,
+        batch_size=answer.batch_size,
         lane=job.lane,
         samples=job.samples,
     )
     return Response(response.model_dump_json(by_alias=True), media_type="application/json")
-
-
-def job_timing(job: Job) -> Timing:
-    """Where a finished job's time went: queue, service and end to end, in ms."""
-    assert job.start is not None and job.end is not None
-    forecast = None if job.predicted_end is None else (job.predicted_end - job.arrival) * 1e3
-    return Timing(
-        queue_ms=(job.start - job.arrival) * 1e3,
-        service_ms=(job.end - job.start) * 1e3,
-        e2e_ms=(job.end - job.arrival) * 1e3,
-        forecast_ms=forecast,
-    )

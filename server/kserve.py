@@ -9,6 +9,7 @@
 | GET  /v2/health/ready           | 200 when /readyz is; else 400 ("4xx means false")   |
 | GET  /v2/models/{name}          | model metadata: versions, platform, inputs, outputs |
 | GET  /v2/models/{name}/ready    | 200 / 400; 404 for a model the gateway lacks        |
+| GET  /v2/models/{name}/config   | Triton's model configuration (kserve_config.py)     |
 | POST /v2/models/{name}/infer    | inference                                           |
 
 Every model has one input ``input`` (FP32, [-1, *sample shape]) and one output
@@ -37,15 +38,15 @@ The budget is ``slo_ms`` (milliseconds), else ``timeout`` in microseconds
 ``precision`` pick the runner as on POST /infer.
 
 Tensor decoding and encoding live in server/kserve_codec.py. Inference goes
-through `server.infer.run_request`: the same admission, body limit,
-validation, scheduling and outcome errors as POST /infer. Errors keep the
-status server/errors.py chooses; only the body takes the protocol's form,
+through the request core (server/request_core.py, by way of
+`server.infer.serve_http`): the same admission, body limit, validation,
+scheduling and outcome errors as POST /infer. Errors keep the status
+`server.errors.classify` chooses; only the body takes the protocol's form,
 ``{"error": "<message>"}``.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +56,7 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute
 
+from backends.registry import triton_names
 from server.api_responses import (
     V2_GUARD_RESPONSES,
     V2ErrorBody,
@@ -63,14 +65,12 @@ from server.api_responses import (
 )
 from server.codecs import OCTET_STREAM
 from server.echo import clip, echo
-from server.errors import UnknownModel, error_response
+from server.errors import UnknownModel, classify
 from server.infer import (
     INLINE_DECODE_BYTES,
     INLINE_ENCODE_ELEMENTS,
-    model_or_404,
-    off_loop_if,
     refuse_content_encoding,
-    run_request,
+    serve_http,
 )
 from server.json_budget import json_value_limit
 from server.kserve_codec import (
@@ -78,25 +78,25 @@ from server.kserve_codec import (
     INPUT_NAME,
     MODEL_VERSION,
     OUTPUT_NAME,
-    V2Parsed,
+    V2Decoded,
     decode_v2,
     encode_v2,
 )
+from server.kserve_config import add_config_routes
+from server.offload import off_loop_if
 
 if TYPE_CHECKING:
-    from server.app import Gateway
+    from server.gateway import Gateway
 
-#: Triton's platform names for our backends.
-PLATFORMS = {"onnx": "onnxruntime_onnx", "pytorch": "pytorch_libtorch"}
 EXTENSIONS = ["binary_tensor_data", "classification"]
 
 
 def v2_error(exc: BaseException, retry_after_s: int = 1) -> JSONResponse:
-    """The status server/errors.py chooses for `exc`, with the protocol's error body."""
-    mapped = error_response(exc, retry_after_s)
-    detail = json.loads(bytes(mapped.body))["detail"]
-    kept = {k: v for k, v in mapped.headers.items() if k.lower() in ("retry-after", "allow")}
-    return JSONResponse({"error": detail}, status_code=mapped.status_code, headers=kept)
+    """The status `classify` chooses for `exc`, with the protocol's error body."""
+    problem = classify(exc, retry_after_s)
+    return JSONResponse(
+        {"error": problem.detail}, status_code=problem.status, headers=problem.headers or None
+    )
 
 
 class V2Route(APIRoute):
@@ -117,13 +117,12 @@ class V2Route(APIRoute):
 
 def model_metadata(gw: Gateway, name: str) -> dict[str, Any]:
     """GET /v2/models/{name}: the model's tensors, the batch axis as -1."""
-    spec = model_or_404(gw, name)
-    model = gw.config.model(name)
-    assert model is not None
+    served = gw.models.require(name)
+    model, spec = served.config, served.spec
     return {
         "name": name,
         "versions": [MODEL_VERSION],
-        "platform": PLATFORMS.get(model.default_backend, model.default_backend),
+        "platform": triton_names(model.default_backend)[0],
         "inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, *spec.input_shape]}],
         "outputs": [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1, *spec.output_shape]}],
     }
@@ -140,21 +139,23 @@ async def _infer(request: Request, name: str) -> Response:
     gw: Gateway = request.app.state.gateway
     header_length = request.headers.get(HEADER_LENGTH)
 
-    async def parse(body: bytes) -> V2Parsed:
+    async def parse(body: bytes) -> V2Decoded:
         refuse_content_encoding(request)
         big = len(body) > INLINE_DECODE_BYTES
         return await off_loop_if(big, decode_v2, gw, name, body, header_length)
 
     # An all-JSON body is bounded while it is read; a binary one's JSON header on decoding.
-    spec = gw.specs.get(name)
+    served = gw.models.get(name)
     json_limit = (
-        None if header_length is not None or spec is None else json_value_limit(gw.config, [spec])
+        None
+        if header_length is not None or served is None
+        else json_value_limit(gw.config, [served.spec])
     )
-    done = await run_request(request, gw, parse, json_limit)
+    done = await serve_http(request, gw, parse, json_limit)
     if done is None:
         return Response(status_code=499)  # the client is gone; nobody reads this
-    big = done.outputs.size > INLINE_ENCODE_ELEMENTS
-    body, json_size = await off_loop_if(big, encode_v2, done)
+    big = done[1].outputs.size > INLINE_ENCODE_ELEMENTS
+    body, json_size = await off_loop_if(big, encode_v2, *done)
     if json_size is None:
         return Response(body, media_type="application/json")
     return Response(body, media_type=OCTET_STREAM, headers={HEADER_LENGTH: str(json_size)})
@@ -207,13 +208,14 @@ def build_router() -> APIRouter:
         return await _infer(request, name)
 
     _add_versioned_routes(router)
+    add_config_routes(router, _check_version)  # Triton's GET .../config (perf_analyzer)
     _add_catch_all(router)  # last: it must not shadow the routes above
     return router
 
 
 def _model_ready(request: Request, name: str) -> Response:
     gw: Gateway = request.app.state.gateway
-    model_or_404(gw, name)
+    gw.models.require(name)
     return Response(status_code=200 if gw.ready else 400)
 
 

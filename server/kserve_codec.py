@@ -2,13 +2,13 @@
 
 `decode_v2` turns a request body — JSON tensors, or the binary-data extension
 (a JSON header of ``Inference-Header-Content-Length`` bytes, then raw
-little-endian tensor bytes) — into the `Parsed` that `server.infer.run_request`
-submits, reusing POST /infer's decoders and checks (`decode_nested_list`,
-`decode_binary`, `conform_batch`, `InferParams`). `class_and_slo` maps the
-request's ``parameters`` onto our classes and SLOs (rules in server/kserve.py's
-docstring). `encode_v2` writes the answer: the ``output`` logits tensor as JSON
-or raw bytes, or Triton's BYTES classification tensor; like POST /infer, it
-refuses to send NaN or inf (a model that emits them has failed).
+little-endian tensor bytes) — into the request core's `InferCall`
+(server/request_core.py), reusing the shared decoders (`decode_nested_list`,
+`decode_raw`). `class_and_slo` and `runner_options` map the request's
+``parameters`` onto our classes, SLOs, backends and precisions (rules in
+server/kserve.py's docstring; the gRPC adapter uses them too). `encode_v2`
+writes the answer: the ``output`` logits tensor as JSON or raw bytes, or
+Triton's BYTES classification tensor.
 
 Pure functions of their arguments (no I/O, no event loop), so large bodies can
 be decoded and encoded on a worker thread.
@@ -27,25 +27,16 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from scheduling.job import JOB_CLASSES
-from server.codecs import (
-    MAX_DIM,
-    MAX_DIMS,
-    OCTET_STREAM,
-    InputError,
-    OutputError,
-    conform_batch,
-    decode_binary,
-    decode_nested_list,
-)
+from server.codecs import MAX_DIM, MAX_DIMS, InputError, decode_nested_list, decode_raw, top_k
 from server.echo import echo
 from server.errors import MalformedBody
-from server.infer import Finished, Parsed, job_timing, model_or_404
 from server.json_budget import check_json_values, json_value_limit
-from server.schemas import MAX_SLO_MS, InferParams
+from server.request_core import Answer, InferCall, job_timing
+from server.schemas import MAX_SLO_MS
 from server.wire_ints import parse_wire_int
 
 if TYPE_CHECKING:
-    from server.app import Gateway
+    from server.gateway import Gateway
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 INPUT_NAME, OUTPUT_NAME = "input", "output"
@@ -101,10 +92,11 @@ class WantedOutput:
     classification: int
 
 
-@dataclass
-class V2Parsed(Parsed):
-    """A decoded v2 request: POST /infer's `Parsed` plus what the answer needs."""
+@dataclass(frozen=True)
+class V2Decoded:
+    """A decoded v2 request: the core's call plus what the answer needs."""
 
+    call: InferCall
     request_id: str | None = None
     outputs: tuple[WantedOutput, ...] = ()
 
@@ -184,23 +176,30 @@ def _number(value: Any) -> float | None:
 
 
 # ------------------------------------------------------------------ decoding
-def decode_v2(gw: Gateway, model: str, body: bytes, header_length: str | None) -> V2Parsed:
-    """Decode a v2 request body into what `run_request` submits (pure: may run on a thread)."""
-    spec = model_or_404(gw, model)
+def runner_options(parameters: Mapping[str, Any]) -> dict[str, str]:
+    """The ``backend`` and ``precision`` a request's parameters name (strings only)."""
+    options = {}
+    for key in ("backend", "precision"):
+        value = parameters.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise InputError(f"parameters.{key}", f"{key} must be a string, got {echo(value)}")
+        options[key] = value
+    return options
+
+
+def decode_v2(gw: Gateway, model: str, body: bytes, header_length: str | None) -> V2Decoded:
+    """Decode a v2 request body into the core's call (pure: may run on a thread)."""
+    spec = gw.models.require(model).spec
     header, binary = _split(body, header_length)
     check_json_values(header, json_value_limit(gw.config, [spec]))
     request = V2Request.model_validate_json(header)
     array = _input_array(request.inputs, binary, model)
-    batch = conform_batch(array, spec, gw.config.max_request_samples)
-    job_class, slo_ms = class_and_slo(request.parameters, len(batch))
-    options = {
-        k: request.parameters[k] for k in ("backend", "precision") if k in request.parameters
-    }
-    params = InferParams.model_validate(
-        {"model": model, "class": job_class, "slo_ms": slo_ms, "return": "logits", **options}
-    )
-    outputs = _wanted_outputs(request)
-    return V2Parsed(params, batch, len(batch), request.id, outputs)
+    samples = len(array) if array.ndim == len(spec.input_shape) + 1 else 1
+    job_class, slo_ms = class_and_slo(request.parameters, samples)
+    call = InferCall(model, job_class, slo_ms, inputs=array, **runner_options(request.parameters))
+    return V2Decoded(call, request.id, _wanted_outputs(request))
 
 
 def _split(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
@@ -256,7 +255,7 @@ def _input_array(inputs: list[V2Input], binary: bytes, model: str) -> np.ndarray
         )
     if len(binary) != size:
         raise InputError("body", f"{len(binary)} bytes follow the header; the input says {size}")
-    return decode_binary(binary, OCTET_STREAM, ",".join(map(str, tensor.shape)), None)
+    return decode_raw(binary, tensor.shape, f"{where}.shape", "the binary input")
 
 
 def _wanted_outputs(request: V2Request) -> tuple[WantedOutput, ...]:
@@ -286,30 +285,19 @@ def _flag(parameters: Mapping[str, Any], key: str, where: str, default: bool) ->
 
 
 # ------------------------------------------------------------------ encoding
-def encode_v2(done: Finished[V2Parsed]) -> tuple[bytes, int | None]:
+def encode_v2(decoded: V2Decoded, answer: Answer) -> tuple[bytes, int | None]:
     """(body, JSON header length or None when the body is all JSON) of an answer."""
-    job, parsed = done.job, done.parsed
     entries, blobs = [], []
-    for want in parsed.outputs:
-        entry, blob = _output_tensor(done.outputs, want)
+    for want in decoded.outputs:
+        entry, blob = output_tensor(answer.outputs, want)
         entries.append(entry)
         if blob is not None:
             blobs.append(blob)
-    timing = job_timing(job)
+    job = answer.job
     header: dict[str, Any] = {"model_name": job.workload, "model_version": MODEL_VERSION}
-    if parsed.request_id is not None:
-        header["id"] = parsed.request_id
-    # What POST /infer reports beside its outputs, as v2 response parameters.
-    header["parameters"] = {
-        "class": job.job_class,
-        "slo_ms": done.slo_ms,
-        "slo_met": job.slo_met,
-        **timing.model_dump(),
-        "batch_size": done.batch_size,
-        "lane": job.lane,
-        "backend": job.backend,
-        "precision": job.precision,
-    }
+    if decoded.request_id is not None:
+        header["id"] = decoded.request_id
+    header["parameters"] = answer_parameters(answer)
     header["outputs"] = entries
     text = json.dumps(header, separators=(",", ":")).encode()
     if not blobs:
@@ -317,11 +305,24 @@ def encode_v2(done: Finished[V2Parsed]) -> tuple[bytes, int | None]:
     return text + b"".join(blobs), len(text)
 
 
-def _output_tensor(outputs: np.ndarray, want: WantedOutput) -> tuple[dict[str, Any], bytes | None]:
+def answer_parameters(answer: Answer) -> dict[str, Any]:
+    """What POST /infer reports beside its outputs, as v2 response parameters."""
+    job = answer.job
+    return {
+        "class": job.job_class,
+        "slo_ms": answer.slo_ms,
+        "slo_met": job.slo_met,
+        **job_timing(job).model_dump(),
+        "batch_size": answer.batch_size,
+        "lane": job.lane,
+        "backend": job.backend,
+        "precision": job.precision,
+    }
+
+
+def output_tensor(outputs: np.ndarray, want: WantedOutput) -> tuple[dict[str, Any], bytes | None]:
     """One output entry of the answer, and its bytes when it travels as binary."""
     rows = outputs.reshape(len(outputs), -1)
-    if not np.isfinite(rows).all():  # POST /infer's rule: NaN or inf means a failed model
-        raise OutputError("model outputs contain NaN or inf")
     if want.classification:
         return _classification(rows, want)
     entry: dict[str, Any] = {"name": want.name, "datatype": "FP32", "shape": list(outputs.shape)}
@@ -333,9 +334,8 @@ def _output_tensor(outputs: np.ndarray, want: WantedOutput) -> tuple[dict[str, A
 
 def _classification(rows: np.ndarray, want: WantedOutput) -> tuple[dict[str, Any], bytes | None]:
     """Triton's classification: a BYTES [N, k] tensor of "value:index", highest first."""
-    k = min(want.classification, rows.shape[1])
-    order = np.argsort(-rows, axis=1, kind="stable")[:, :k]  # ties: lower index first
-    values = np.take_along_axis(rows, order, axis=1)
+    order, values = top_k(rows, want.classification)
+    k = order.shape[1]
     labels = [
         f"{v:f}:{i}"
         for value_row, index_row in zip(values.tolist(), order.tolist(), strict=True)

@@ -1,4 +1,4 @@
-"""`mlws serve`: run the gateway on uvicorn (httptools, one worker).
+"""Run the gateway on uvicorn (httptools, one worker): what `mlws serve` starts.
 
 Shutdown on SIGTERM/SIGINT is graceful: the gateway stops taking new requests
 (uvicorn closes its listening socket, the dispatcher refuses new jobs), queued
@@ -14,7 +14,6 @@ served by a plain `GatewayServer` (the tests) stays up with /readyz naming it.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
 import socket
@@ -26,7 +25,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
-from server.config import GatewayConfig, load_gateway_config, parse_gateway_config
+from server.config import GatewayConfig
 from server.http_guard import guarded_protocol
 
 log = logging.getLogger("mlws.server")
@@ -102,6 +101,10 @@ def run_server(config: GatewayConfig) -> int:
     app = create_app(config)
     server = GatewayServer(uvicorn_config(app, config), exit_on_startup_failure=True)
     print(f"mlws gateway on http://{config.host}:{config.port} (docs at /docs)", flush=True)
+    if config.grpc_port:
+        print(f"KServe v2 over gRPC on {config.host}:{config.grpc_port}", flush=True)
+    elif config.grpc_port == 0:
+        print(f"KServe v2 over gRPC on {config.host}, a free port (logged at start)", flush=True)
     server.run()
     gateway = server.gateway
     if gateway is not None and gateway.phase == "failed":
@@ -118,12 +121,11 @@ def preflight(config: GatewayConfig) -> None:
     predictor file that cannot be loaded, or a model it cannot time (a user's
     ONNX file whose FLOPs could not be estimated: the line says what to add).
     """
-    from backends.devices import ort_cuda_available, resolve_device, torch_cuda_available
-    from server.app import register_models, unregister_models
+    from backends.devices import resolve_device
+    from backends.registry import cuda_available
+    from server.catalogue import ServedModels
     from server.service_checks import check_service_models
     from server.service_times import load_service_models
-
-    service_models = load_service_models(config)
 
     for i, model in enumerate(config.models):
         for key in ("weights", "onnx_file"):
@@ -131,53 +133,13 @@ def preflight(config: GatewayConfig) -> None:
             if path is not None and not Path(path).is_file():
                 raise ValueError(f"models.{i}.{key}: file not found: {path}")
         for backend in model.backends:
-            cuda = ort_cuda_available() if backend == "onnx" else torch_cuda_available()
+            cuda = cuda_available(backend)
             for precision in model.precisions:
                 try:
                     resolve_device(config.device, precision, cuda)
                 except ValueError as exc:
                     raise ValueError(f"models.{i}.precisions: {exc}") from None
-    # The same check the gateway's start-up makes, before anything is started; the
-    # predictor looks sizes up in the catalogue, so the ONNX files are registered for it.
-    try:
-        check_service_models(config, register_models(config), service_models)
-    finally:
-        unregister_models(config)
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    """`mlws serve`: load the config (or the embedded default) and serve."""
-    config = load_gateway_config(args.config) if args.config else GatewayConfig()
-    updates = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
-    if updates:
-        config = parse_gateway_config({**config.model_dump(), **updates}, source="command line")
-    preflight(config)
-    # Our start-up phases at INFO; other libraries (the ONNX exporter is chatty) at WARNING.
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
-    logging.getLogger("mlws").setLevel(logging.INFO)
-    return run_server(config)
-
-
-def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Add `mlws serve [--config FILE] [--host H] [--port P]`."""
-    p = subparsers.add_parser("serve", help="run the inference gateway (HTTP API)")
-    p.add_argument("--config", metavar="FILE", help="gateway YAML (default: embedded default)")
-    p.add_argument("--host", default=None, help="interface to listen on (overrides config)")
-    p.add_argument("--port", type=int, default=None, help="TCP port (overrides config)")
-    p.set_defaults(func=cmd_serve)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry point (`python -m server.serve`), same as `mlws serve`."""
-    parser = argparse.ArgumentParser(prog="mlws")
-    add_serve_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["serve", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return cmd_serve(args)
-    except ValueError as exc:
-        print(f"mlws serve: error: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    models = ServedModels.from_config(config)  # ValueError for an ONNX file it cannot read
+    service_models = load_service_models(config, models.specs())
+    # The same check the gateway's start-up makes, before anything is started.
+    check_service_models(config, models.specs(), service_models)

@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from server.lanes import LaneBatch, LaneError, LanePool, LaneResult
+from server.lanes.base import LaneBatch, LaneError, LaneResult
+from server.lanes.pool import LaneWorkers
 
 
 class LaneHung(LaneError):
@@ -35,7 +36,7 @@ class Watchdog:
 
 
 async def run_watched(
-    pool: LanePool, lane: int, batch: LaneBatch, limit_s: float | None
+    pool: LaneWorkers, lane: int, batch: LaneBatch, limit_s: float | None
 ) -> LaneResult:
     """Run `batch` on `lane`; past `limit_s`, replace the lane and raise LaneHung."""
     if limit_s is None:

@@ -2,7 +2,7 @@
 
 `LiveServer(config)` runs the app in-process on a background thread (fast: no
 second interpreter to import torch into); `SubprocessServer(yaml_path)` runs
-`python -m server.cli serve` for the tests that need signals or exit codes. Both
+`python -m mlws serve` for the tests that need signals or exit codes. Both
 wait for /readyz before handing out the base URL.
 """
 
@@ -74,6 +74,10 @@ class LiveServer:
 
     def __init__(self, config: GatewayConfig, wait: bool = True) -> None:
         self.port = free_port()
+        # gRPC only where a test sets grpc_port (0: a free port): gateways on the
+        # default port would clash.
+        if "grpc_port" not in config.model_fields_set:
+            config = config.model_copy(update={"grpc_port": None})
         self.config = config
         self.app = create_app(config)
         self.server = GatewayServer(
@@ -106,15 +110,29 @@ class LiveServer:
         """An httpx client bound to the server."""
         return httpx.Client(base_url=self.base_url, timeout=kwargs.pop("timeout", 60), **kwargs)
 
+    @property
+    def grpc_port(self) -> int:
+        """The port the gateway's gRPC server bound (its config sets grpc_port)."""
+        port = self.app.state.grpc.port
+        if port is None:
+            raise RuntimeError("this gateway serves no gRPC: give its config a grpc_port")
+        return int(port)
+
+    @property
+    def grpc_url(self) -> str:
+        """host:port of the gRPC server, as tritonclient.grpc and perf_analyzer take it."""
+        return f"127.0.0.1:{self.grpc_port}"
+
 
 class SubprocessServer:
-    """`python -m server.cli serve --config FILE` (i.e. `mlws serve`) in a child process."""
+    """`python -m mlws serve --config FILE` (i.e. `mlws serve`) in a child process."""
 
-    def __init__(self, config_path: Path, port: int | None = None) -> None:
+    def __init__(self, config_path: Path, port: int | None = None, grpc_port: str = "off") -> None:
         self.port = port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        cmd = [sys.executable, "-m", "server.cli", "serve", "--config", str(config_path)]
-        cmd += ["--port", str(self.port)]
+        cmd = [sys.executable, "-m", "mlws", "serve", "--config", str(config_path)]
+        # gRPC off unless asked for ("0": a free port): the default port would clash.
+        cmd += ["--port", str(self.port), "--grpc-port", grpc_port]
         # A file, not a pipe: a pipe nobody reads until exit could fill and block the server.
         self._log_path = config_path.with_suffix(".log")
         self._log = open(self._log_path, "wb")  # noqa: SIM115 (closed in kill)
@@ -210,11 +228,12 @@ def write_slow_onnx(path: Path, size: int = 1024, matmuls: int = 12) -> Path:
 
 
 def wait_busy(base_url: str, lane: int = 0, timeout_s: float = 30.0) -> dict[str, Any]:
-    """Poll /v1/lanes until `lane` runs a dispatch; returns its row."""
+    """Poll /v1/lanes until `lane`'s worker executes a dispatch (not merely holds one:
+    a kill then hits the run itself); returns its row."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         row = httpx.get(f"{base_url}/v1/lanes", timeout=5).json()["lanes"][lane]
-        if row["busy"]:
+        if row["running"] is not None:
             return row
         time.sleep(0.01)
     raise TimeoutError(f"lane {lane} never became busy")

@@ -46,7 +46,7 @@ RUN_TIMEOUT_S = 280
 #: error. Admission still refuses what a tiny per-request `slo_ms` cannot meet (429,
 #: documented).
 NO_LOAD_REFUSALS: dict[str, Any] = {
-    "default_slo_ms": {"interactive": 10_000, "batch": 10_000},
+    "slo_ms": {"interactive": 10_000, "batch": 10_000},
     "scheduler": {"admission": {"interactive": {"refuse_late": True, "shed_late": False}}},
 }
 

@@ -84,17 +84,14 @@ def test_weights_file_is_used_by_both_backends(tmp_path: Path) -> None:
 
 
 def test_user_onnx_file_runs_on_onnx_and_not_on_pytorch(onnx_dir: Path) -> None:
-    from workloads.registry import register_onnx_file, unregister_onnx_file
+    from workloads.registry import onnx_file_workload
 
     path = export_onnx(get_workload("tiny"), onnx_dir)
-    workload = register_onnx_file(path, name="my_tiny")
-    try:
-        out = load_runner("my_tiny", "onnx").run(batch(2, workload.spec.input_shape))
-        assert out.shape == (2, 10)
-        with pytest.raises(ValueError, match="only on backend 'onnx'"):
-            load_runner("my_tiny", "pytorch")
-    finally:
-        unregister_onnx_file("my_tiny")
+    workload = onnx_file_workload(path, name="my_tiny")
+    out = load_runner(workload, "onnx").run(batch(2, workload.spec.input_shape))
+    assert out.shape == (2, 10)
+    with pytest.raises(ValueError, match="only on backend 'onnx'"):
+        load_runner(workload, "pytorch")
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,7 @@ from loadgen.capacity import (
 from loadgen.capacity import parse_request as parse_capacity_request
 from loadgen.config import load_experiment_config
 from loadgen.experiment import build_service_model
-from server.cli import build_parser, main
+from mlws.cli import build_parser, main
 from tests.gateway_fixtures import LiveServer, free_port, tiny_config
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.onnx_models import write_mlp
+
 MLWS = str(Path(sys.executable).with_name("mlws"))
 
 
@@ -32,6 +34,25 @@ def test_models_prints_one_line_per_workload() -> None:
     lines = mlws("models").stdout.strip().splitlines()
     assert [line.split()[0] for line in lines] == ["resnet18", "resnet50", "vit_b_16", "tiny"]
     assert "11,689,512" in lines[0] and "3x224x224" in lines[0]
+
+
+def test_models_lists_user_onnx_files_after_the_built_ins(tmp_path: Path) -> None:
+    path = write_mlp(tmp_path / "my_mlp.onnx")
+    result = mlws("models", "--json", "--onnx", str(path), "--onnx", str(path))
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert [r["name"] for r in rows] == ["resnet18", "resnet50", "vit_b_16", "tiny", "my_mlp"]
+    assert rows[-1]["input_shape"] == [8] and rows[-1]["flops_per_sample"] == 2 * 192
+
+
+def test_models_refuses_two_onnx_files_of_one_name(tmp_path: Path) -> None:
+    first = write_mlp(tmp_path / "my_mlp.onnx")
+    (tmp_path / "other").mkdir()
+    second = write_mlp(tmp_path / "other" / "my_mlp.onnx")
+    result = mlws("models", "--onnx", str(first), "--onnx", str(second))
+    assert result.returncode == 2
+    assert result.stderr.startswith("mlws models: error: workload name 'my_mlp' is given by both")
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,9 @@ from server.codecs import (
     parse_shape_header,
     softmax,
     synthesize,
+    top_k,
 )
+from server.request_core import check_outputs
 from workloads.specs import RESNET18, TINY
 
 TINY_BATCH = (2, 3, 32, 32)
@@ -337,10 +339,21 @@ def test_logits_passthrough() -> None:
     np.testing.assert_array_equal(np.array(out, np.float32), logits)
 
 
-def test_encode_rejects_bad_outputs() -> None:
+def test_the_core_rejects_outputs_no_protocol_can_carry() -> None:
     with pytest.raises(OutputError):
-        encode_outputs(np.array([1.0, np.nan]).reshape(1, 2), "logits", 1)
+        check_outputs(np.array([1.0, np.nan]).reshape(1, 2))
     with pytest.raises(OutputError):
-        encode_outputs(np.zeros(3), "top_k", 1)
+        check_outputs(np.zeros(3))
+    check_outputs(np.zeros((1, 3)))
     with pytest.raises(ValueError):
         encode_outputs(np.zeros((1, 3)), "top_k", 0)
+
+
+def test_one_top_k_for_every_protocol() -> None:
+    rows = np.array([[0.5, 2.0, 2.0, -1.0]], np.float32)
+    order, values = top_k(rows, 3)
+    assert order.tolist() == [[1, 2, 0]]  # ties: lower index first
+    assert values.tolist() == [[2.0, 2.0, 0.5]]
+    assert top_k(rows, 10)[0].shape == (1, 4)  # k clipped to the width
+    probs = encode_outputs(rows, "top_k", 3)
+    assert [e["index"] for e in probs[0]] == order[0].tolist()

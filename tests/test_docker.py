@@ -307,7 +307,8 @@ def test_every_package_the_project_installs_is_copied() -> None:
         for word in shlex.split(rest)[:-1]
     }
     setuptools = project["tool"]["setuptools"]
-    assert set(setuptools["packages"]) <= copied
+    top_level = {pattern.rstrip("*") for pattern in setuptools["packages"]["find"]["include"]}
+    assert top_level <= copied
     assert {f"{m}.py" for m in setuptools.get("py-modules", [])} <= copied
     assert project["project"]["readme"] in copied
 

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def mlws(argv: list[str]) -> int:
-    """Parse and run like server/cli.py will, with only our two subcommands."""
+    """Parse and run like mlws/cli.py does, with only our two subcommands."""
     parser = argparse.ArgumentParser(prog="mlws")
     sub = parser.add_subparsers(dest="command", required=True)
     add_experiment_parser(sub)

@@ -14,8 +14,8 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 SHIPPED = sorted(CONFIGS.glob("*.yaml"))
 
 
-#: An enabled predictor trained at start from the shipped profile.
-PREDICTOR_ON = {"enabled": True, "train_from": str(CONFIGS / "profiles" / "cpu.csv")}
+#: A predictor trained at start from the shipped profile.
+PREDICTOR_ON = {"train_from": str(CONFIGS / "profiles" / "cpu.csv")}
 
 
 def minimal(**overrides: Any) -> dict[str, Any]:
@@ -62,7 +62,7 @@ def test_every_shipped_config_loads(path: Path) -> None:
     # Only live_* configs start a gateway; the others run in seconds on a fresh clone.
     assert config.mode == ("live" if path.stem.startswith("live_") else "simulate")
     # A shipped predictor trains from a shipped profile: nothing to download or pre-build.
-    assert not config.predictor.enabled or config.predictor.train_from
+    assert config.predictor.path is None
     # Lanes are timed by the shipped profile, or by a predictor trained on it.
     timing = config.predictor.train_from if config.service_time.predictor else None
     assert (timing or config.service_time.profile) == "configs/profiles/cpu.csv"
@@ -82,7 +82,8 @@ def test_shipped_configs_are_the_five_scenarios() -> None:
 
 def test_unknown_top_level_key_lists_the_allowed_ones(tmp_path: Path) -> None:
     [line] = errors_of(tmp_path, minimal(arival_rate=3))
-    assert line.startswith("arival_rate: unknown key; allowed: name, mode, duration_s")
+    assert line.startswith("arival_rate: unknown key; allowed: plugins, models, lanes")
+    assert "name, mode, duration_s" in line
 
 
 def test_unknown_nested_key(tmp_path: Path) -> None:
@@ -95,16 +96,19 @@ def test_bad_nested_value(tmp_path: Path) -> None:
         "scheduler.lanes: Input should be greater than or equal to 1"
     ]
     [line] = errors_of(tmp_path, minimal(scheduler={"policy": "lifo"}))
-    assert line.startswith("scheduler.policy: Input should be 'fifo'")
+    assert line == (
+        "scheduler.policy: unknown policy 'lifo'; choose from: fifo, priority_slo, "
+        "batch_aware, dynamic"
+    )
 
 
 def test_unknown_workload_and_backend(tmp_path: Path) -> None:
     lines = errors_of(tmp_path, minimal(workload_mix={"resnet99": 1}, backends={"trt": 1}))
-    assert (
-        "workload_mix.resnet99: unknown workload; choose from resnet18, resnet50, tiny, vit_b_16"
-        in lines
-    )
-    assert "backends.trt: unknown backend; choose from pytorch, onnx" in lines
+    assert lines == [
+        "workload_mix.resnet99: unknown workload 'resnet99'; choose from: resnet18, resnet50, "
+        "vit_b_16, tiny",
+        "backends.trt: unknown backend 'trt'; choose from: onnx, pytorch",
+    ]
 
 
 def test_every_problem_is_reported(tmp_path: Path) -> None:
@@ -137,13 +141,20 @@ def test_every_problem_is_reported(tmp_path: Path) -> None:
         ({"service_time": {"predictor": False}}, "service_time: give exactly one"),
         (
             {"service_time": {"predictor": True}},
-            "service_time.predictor: needs predictor.enabled: true",
+            "service_time.predictor: needs a predictor: predictor.path or predictor.train_from",
         ),
         (
             {"service_time": {"predictor": True, "stat": "p50_ms"}, "predictor": PREDICTOR_ON},
             "service_time.stat: applies to a profile, not to the predictor",
         ),
-        ({"predictor": {"enabled": True}}, "predictor.path: required when"),
+        ({"predictor": {"enabled": True}}, "predictor.enabled: removed: a predictor is used"),
+        ({"live": {"lane_kind": "process"}}, "live.lane_kind: moved to lanes.kind"),
+        ({"live": {"threads_per_lane": 1}}, "live.threads_per_lane: moved to lanes.threads_per"),
+        ({"models": [{"name": "tiny"}]}, "workload_mix: resnet18 is not in models"),
+        (
+            {"models": [{"name": "resnet18", "backends": ["pytorch"]}]},
+            "backends: model resnet18 is not served on onnx",
+        ),
         ({"scheduler": {"tokens": {"capacity": 50}}}, "scheduler.tokens.capacity: 50 tokens"),
         ({"workload_mix": {"resnet18": 0}}, "workload_mix: weights must not all be 0"),
         ({"mode": "replay"}, "mode: Input should be 'simulate' or 'live'"),
@@ -168,7 +179,7 @@ def test_predictor_timed_lanes_accept_threads(tmp_path: Path) -> None:
 def test_missing_files_are_config_errors(tmp_path: Path) -> None:
     [line] = errors_of(tmp_path, minimal(service_time={"profile": "nope.csv", "threads": 1}))
     assert line == "service_time.profile: file not found: nope.csv"
-    [line] = errors_of(tmp_path, minimal(predictor={"enabled": True, "path": "models/x.pkl"}))
+    [line] = errors_of(tmp_path, minimal(predictor={"path": "models/x.pkl"}))
     assert line.startswith("predictor.path: file not found: models/x.pkl")
 
 

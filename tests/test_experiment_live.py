@@ -33,7 +33,7 @@ def live_config(tmp_path: Path) -> Path:
             "lanes": 2,
             "microbatch": {"enabled": True, "window_ms": 5},
         },
-        "live": {"threads_per_lane": 1},
+        "lanes": {"threads_per_lane": 1},
         "seed": 5,
     }
     path = tmp_path / "live.yaml"
@@ -49,6 +49,8 @@ def test_gateway_config_mirrors_the_experiment(tmp_path: Path) -> None:
     assert gateway.scheduler.policy == "priority_slo"
     assert gateway.scheduler.microbatch.window_ms == 5
     assert gateway.max_request_samples == 8
+    assert gateway.seed == 5 and gateway.slo_ms == config.slo_ms
+    assert gateway.serving() == config.serving()  # the serving part, passed through as it is
 
 
 def test_live_run_writes_trace_summary_plots_and_sim_vs_live(

@@ -143,10 +143,8 @@ def test_fixed_service_time_and_arrival_rate(tmp_path: Path) -> None:
 
 def test_predictor_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "p.mlws").write_bytes(b"x")
-    pred = load_experiment_config(
-        small_config(tmp_path, predictor={"enabled": True, "path": "p.mlws"})
-    )
-    with pytest.raises(ConfigError, match=r"predictor\.enabled: the learned predictor"):
+    pred = load_experiment_config(small_config(tmp_path, predictor={"path": "p.mlws"}))
+    with pytest.raises(ConfigError, match=r"predictor\.path: the learned predictor"):
         run_experiment(pred, tmp_path / "r")
     assert not (tmp_path / "r").exists()
 

@@ -30,7 +30,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, onnx_dir: Path) -> Iterator
             "models": [{"name": "slow", "onnx_file": str(slow)}],
             "lanes": {"count": 1, "threads_per_lane": 1},
             "onnx_dir": str(onnx_dir),
-            "default_slo_ms": {"interactive": 2000, "batch": 60_000},
+            "slo_ms": {"interactive": 2000, "batch": 60_000},
             "scheduler": {"queue_limit": {"interactive": 64, "batch": 64}},
         }
     )

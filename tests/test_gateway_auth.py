@@ -322,7 +322,7 @@ def test_mlws_serve_reports_an_unreadable_token_in_one_line(tmp_path: Path) -> N
     config = tmp_path / "gw.yaml"
     entry = {"name": "app", "roles": ["inference"], "file": str(tmp_path / "absent.token")}
     config.write_text(yaml.safe_dump({"models": [{"name": "tiny"}], "auth": {"tokens": [entry]}}))
-    cmd = [sys.executable, "-m", "server.cli", "serve", "--config", str(config)]
+    cmd = [sys.executable, "-m", "mlws", "serve", "--config", str(config)]
     result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2, result.stderr
     assert "auth.tokens.0.file: cannot read token file" in result.stderr

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from backends.devices import ort_cuda_available
-from server.cli import main as cli_main
+from mlws.cli import main as cli_main
 from server.config import (
     GatewayConfig,
     GatewayConfigError,
@@ -17,7 +17,6 @@ from server.config import (
     load_gateway_config,
     parse_gateway_config,
 )
-from server.lanes import dispatch_cap
 from server.serve import preflight
 from tests.gateway_fixtures import REPO
 
@@ -97,12 +96,20 @@ def test_threads_per_lane_defaults_to_cores_over_lanes(monkeypatch: pytest.Monke
     [
         ({"lanes": {"kind": "fiber"}}, "lanes.kind: Input should be 'thread' or 'process'"),
         ({"lanes": {"cuont": 2}}, "lanes.cuont: unknown key; allowed: count, kind"),
-        ({"portt": 1}, "portt: unknown key; allowed: host, port"),
+        ({"portt": 1}, "portt: unknown key; allowed: plugins, models, lanes, scheduler"),
         ({"models": [{"name": "tiny", "backend": "onnx"}]}, "models.0.backend: unknown key"),
         ({"models": [{"name": "bert"}]}, "models.0.name: unknown model 'bert'"),
-        ({"models": [{"name": "tiny", "backends": ["tf"]}]}, "models.0.backends.0: Input should"),
+        (
+            {"models": [{"name": "tiny", "backends": ["tf"]}]},
+            "models.0.backends.0: unknown backend 'tf'; choose from: onnx, pytorch",
+        ),
+        ({"scheduler": {"policy": "lifo"}}, "scheduler.policy: unknown policy 'lifo'; choose"),
+        ({"default_slo_ms": {"batch": 5}}, "default_slo_ms: renamed to slo_ms"),
+        ({"plugins": ["no_such_plugin"]}, "plugins: no module named 'no_such_plugin'"),
+        ({"predictor": {"train_from": "p.csv"}}, "predictor.train_from: the gateway loads"),
         ({"models": []}, "models: list at least one model"),
         ({"max_body_mb": 0}, "max_body_mb: Input should be greater than 0"),
+        ({"port": 9000, "grpc_port": 9000}, "grpc_port: HTTP already listens on port 9000"),
         ({"scheduler": {"microbatch": {"window_ms": -1}}}, "scheduler.microbatch.window_ms"),
         (
             {"models": [{"name": "x", "onnx_file": "x.onnx", "backends": ["pytorch"]}]},
@@ -142,13 +149,6 @@ def test_example_config_loads() -> None:
     assert config == GatewayConfig()
 
 
-def test_dispatch_cap_is_the_largest_dispatch_that_fits() -> None:
-    config = GatewayConfig()
-    assert dispatch_cap(config.scheduler, 80, "fp32") == 32  # max_dispatch_samples
-    small = parse_gateway_config({"scheduler": {"tokens": {"capacity": 100}}})
-    assert dispatch_cap(small.scheduler, 80, "fp32") == 5  # (100 - 80) / 4
-
-
 def test_mlws_serve_with_a_bad_config_exits_2_naming_the_key(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -162,7 +162,7 @@ def test_mlws_serve_with_a_bad_config_exits_2_naming_the_key(
 def test_mlws_serve_exit_code_from_the_command_line(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("lanes:\n  count: 2\n  threads: 4\n")
-    cmd = [sys.executable, "-m", "server.cli", "serve", "--config", str(path)]
+    cmd = [sys.executable, "-m", "mlws", "serve", "--config", str(path)]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     (line,) = proc.stderr.strip().splitlines()

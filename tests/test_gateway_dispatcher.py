@@ -21,8 +21,10 @@ from scheduling.job import Job
 from scheduling.scheduler import Scheduler
 from server.dispatcher import Dispatcher, JobResult
 from server.errors import Unavailable
-from server.lanes import LaneBatch, LaneError, LaneResult, split_outputs, write_rows
+from server.lanes.base import LaneBatch, LaneError, LaneResult
+from server.lanes.runners import split_outputs, write_rows
 from server.metrics import GatewayMetrics
+from server.service_times import ServiceTimes
 from server.stats import SlidingWindowStats
 
 _ids = itertools.count()
@@ -53,7 +55,7 @@ class FakePool:
 def make(pool: FakePool, **knobs: Any) -> Dispatcher:
     config = SchedulerConfig(**knobs)
     scheduler = Scheduler(config, {"m": 10})
-    service = {"default": ResidualCorrection(OnlineServiceTime())}
+    service = ServiceTimes({"default": ResidualCorrection(OnlineServiceTime())})
     return Dispatcher(scheduler, pool, GatewayMetrics(), SlidingWindowStats(60), service)  # type: ignore[arg-type]
 
 
@@ -91,6 +93,19 @@ def test_a_split_job_is_reassembled_in_order() -> None:
     result = run(main)
     assert result.job.outcome == "ok" and result.outputs is not None
     np.testing.assert_array_equal(result.outputs[:, 0], np.arange(10, dtype=np.float32))
+
+
+def test_each_dispatch_is_observed_once_by_its_lane_groups_model() -> None:
+    async def main() -> Dispatcher:
+        d = make(FakePool(), lanes=2, max_dispatch_samples=4)
+        d.start()
+        await d.submit(job(10, payload=rows(10)))
+        await d.close()
+        return d
+
+    model = run(main).service_times["default"]
+    assert model.version == 3  # parts of 4, 4 and 2 samples: three observations
+    assert model.residual("m", "onnx", "fp32", 4).count == 2  # type: ignore[union-attr]
 
 
 def test_batch_jobs_share_a_dispatch_and_get_their_own_rows() -> None:

@@ -18,7 +18,7 @@ from server.errors import (
     error_response,
     outcome_error,
 )
-from server.lanes import LaneError, WorkerDied
+from server.lanes.base import LaneError, WorkerDied
 from server.schemas import InferRequest
 
 

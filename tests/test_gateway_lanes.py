@@ -1,26 +1,27 @@
-"""Lane internals without HTTP: batch assembly, output split, shared memory, parallel loads."""
+"""Lane internals without HTTP: batch assembly, output split, shared memory, parallel
+loads, and a process lane's worker run directly."""
 
 from __future__ import annotations
 
+import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from server.lanes import (
-    LaneError,
-    RunnerSet,
-    RunnerSpec,
-    WorkerSpec,
-    split_outputs,
-    write_rows,
-)
-from server.shm import AttachedBlocks, ShmBlock
+from server.lanes.base import LaneBatch, LaneError, RunnerSpec, WorkerSpec
+from server.lanes.process_lane import ProcessLane
+from server.lanes.runners import RunnerSet, split_outputs, write_rows
+from server.lanes.shm import AttachedBlocks, ShmBlock
+from tests.onnx_models import write_mlp
+from workloads.registry import Workload, get_workload, onnx_file_workload
 
 
-def worker_spec(onnx_dir: Path, backend: str = "onnx", lane: int = 0) -> WorkerSpec:
-    runner = RunnerSpec("tiny", backend, "fp32", 4, input_shape=(3, 32, 32), output_shape=(10,))
+def worker_spec(
+    onnx_dir: Path, backend: str = "onnx", lane: int = 0, workload: Workload | None = None
+) -> WorkerSpec:
+    runner = RunnerSpec(workload or get_workload("tiny"), backend, "fp32", 4)
     return WorkerSpec(lane=lane, runners=(runner,), threads=1, onnx_dir=str(onnx_dir))
 
 
@@ -89,3 +90,45 @@ def test_shm_blocks_grow_under_a_new_name_and_unlink() -> None:
     worker.close()
     block.close()
     assert not Path("/dev/shm", block.name).exists()
+
+
+def test_a_user_onnx_file_runs_from_its_workload_without_registering(tmp_path: Path) -> None:
+    workload = onnx_file_workload(write_mlp(tmp_path / "mlp.onnx"), "unregistered_mlp")
+    runners = RunnerSet(worker_spec(tmp_path, workload=workload))
+    runners.load_all()
+    try:
+        out = runners.run(("unregistered_mlp", "onnx", "fp32"), np.ones((3, 8), np.float32))
+    finally:
+        runners.close()
+    assert out.shape == (3, 4)
+    with pytest.raises(ValueError, match="unknown workload"):
+        get_workload("unregistered_mlp")  # the worker registered nothing
+
+
+def test_a_process_lane_answers_as_its_runners_do(onnx_dir: Path) -> None:
+    """Real rows, synthetic rows and a split output go through the worker's messages
+    and shared memory and come back as the same rows a RunnerSet computes here."""
+    spec = worker_spec(onnx_dir)
+    x = np.random.default_rng(1).standard_normal((3, 3, 32, 32), dtype=np.float32)
+    batch = LaneBatch(7, ("tiny", "onnx", "fp32"), [(x, 1, 2), (None, 0, 1), (x, 0, 1)])
+
+    async def main() -> list[np.ndarray]:
+        lane = ProcessLane(spec, start_timeout_s=120)
+        try:
+            await lane.start()
+            assert lane.ready and lane.pid is not None and lane.running is None
+            result = await lane.run(batch)
+            assert lane.running is None and result.service_s > 0
+            return result.outputs
+        finally:
+            await lane.close()
+
+    outputs = asyncio.run(main())
+    here = RunnerSet(spec)
+    here.load_all()
+    try:
+        expected = here.run(batch.key, here.assemble("tiny", batch.parts))
+    finally:
+        here.close()
+    assert [len(o) for o in outputs] == [2, 1, 1]
+    np.testing.assert_allclose(np.concatenate(outputs), expected, rtol=1e-5, atol=1e-5)

@@ -11,8 +11,8 @@ import httpx
 import pytest
 import yaml
 
-import server.app
-from server.lanes import export_models
+import server.startup
+from server.lanes.export import export_models
 from tests.gateway_fixtures import (
     LiveServer,
     SubprocessServer,
@@ -28,11 +28,11 @@ def test_readyz_is_503_until_models_are_loaded(
 ) -> None:
     release = threading.Event()
 
-    def gated_export(config) -> None:  # holds start-up in its first phase until released
+    def gated_export(config, workloads) -> None:  # holds start-up in its first phase
         release.wait(60)
-        export_models(config)
+        export_models(config, workloads)
 
-    monkeypatch.setattr(server.app, "export_models", gated_export)
+    monkeypatch.setattr(server.startup, "export_models", gated_export)
     with LiveServer(tiny_config(onnx_dir, lanes={"count": 1}), wait=False) as live:
         health = httpx.get(f"{live.base_url}/healthz")
         assert health.status_code == 200 and health.json()["phase"] == "exporting"

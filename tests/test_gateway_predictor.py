@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from mlws.cli import main as mlws_main
 from predictor.latency import LatencyPredictor
 from server.config import parse_gateway_config
-from server.serve import main as serve_main
 from server.service_times import load_service_models
 from tests.gateway_fixtures import LiveServer, tiny_config
 
@@ -106,7 +106,7 @@ def test_online_gateway_reports_its_source(onnx_dir: Path) -> None:
 def test_serve_refuses_a_missing_predictor_file(tmp_path: Path, capsys) -> None:
     config = tmp_path / "gw.yaml"
     config.write_text(f"predictor: {{path: {tmp_path / 'nope.pkl'}}}\n")
-    assert serve_main(["--config", str(config)]) == 2
+    assert mlws_main(["serve", "--config", str(config)]) == 2
     err = capsys.readouterr().err
     assert "predictor.path: file not found" in err and "nope.pkl" in err
 
@@ -116,14 +116,14 @@ def test_serve_refuses_a_file_that_is_not_a_predictor(tmp_path: Path, capsys) ->
     bogus.write_bytes(b"not a model file")
     config = tmp_path / "gw.yaml"
     config.write_text(f"predictor: {{path: {bogus}}}\n")
-    assert serve_main(["--config", str(config)]) == 2
+    assert mlws_main(["serve", "--config", str(config)]) == 2
     assert f"predictor: {bogus}" in capsys.readouterr().err
 
 
 def test_quantile_without_a_predictor_file_is_a_config_error(tmp_path: Path, capsys) -> None:
     config = tmp_path / "gw.yaml"
     config.write_text("predictor: {quantile: 0.95}\n")
-    assert serve_main(["--config", str(config)]) == 2
+    assert mlws_main(["serve", "--config", str(config)]) == 2
     assert "predictor.quantile" in capsys.readouterr().err
 
 
@@ -131,7 +131,7 @@ def test_a_quantile_plan_answers_above_the_mean(slow_predictor: Path) -> None:
     config = parse_gateway_config(
         {"models": [{"name": "tiny"}], "predictor": {"path": str(slow_predictor), "quantile": 0.95}}
     )
-    models = load_service_models(config)
+    models = load_service_models(config, {})
     assert set(models) == {g.name for g in config.scheduler.groups()}
     model = models["interactive"]
     key = ("tiny", "onnx", "fp32")

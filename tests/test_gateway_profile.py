@@ -17,9 +17,8 @@ import pytest
 
 from predictor.features import load_profile_data
 from predictor.latency import LatencyPredictor
-from server.app import CALIBRATION_RUNS
-from server.lanes import dispatch_cap
 from server.service_log import LIVE_PROFILE_COLUMNS
+from server.startup import CALIBRATION_RUNS
 from tests.gateway_fixtures import LiveServer
 from workloads.specs import TINY
 
@@ -44,7 +43,7 @@ def served(tiny_http: httpx.Client) -> list[int]:
 def expected(tiny_server: LiveServer, served: list[int]) -> dict[int, int]:
     """Service times per batch size: the calibration runs at 1 and the dispatch cap,
     then one per request."""
-    cap = dispatch_cap(tiny_server.config.scheduler, TINY.token_base, "fp32")
+    cap = tiny_server.app.state.gateway.scheduler.largest_dispatch("tiny", "fp32")
     return dict(Counter({n: CALIBRATION_RUNS for n in {1, cap}}) + Counter(served))
 
 

@@ -140,9 +140,9 @@ def test_mlws_serve_exits_1_with_the_reason_when_start_up_fails(tmp_path: Path) 
     }
     path = tmp_path / "gateway.yaml"
     path.write_text(yaml.safe_dump(config))
-    cmd = [sys.executable, "-m", "server.cli", "serve", "--config", str(path)]
+    cmd = [sys.executable, "-m", "mlws", "serve", "--config", str(path)]
     done = subprocess.run(
-        [*cmd, "--port", str(free_port())],
+        [*cmd, "--port", str(free_port()), "--grpc-port", "off"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -161,7 +161,7 @@ def test_mlws_serve_refuses_an_unsizable_model_before_starting(
     config = {"models": [model], "predictor": {"path": str(predictor_file)}}
     path = tmp_path / "gateway.yaml"
     path.write_text(yaml.safe_dump(config))
-    cmd = [sys.executable, "-m", "server.cli", "serve", "--config", str(path)]
+    cmd = [sys.executable, "-m", "mlws", "serve", "--config", str(path)]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=END_TIMEOUT_S)
     assert done.returncode == 2, done.stderr
     line = done.stderr.strip().splitlines()[-1]

@@ -8,6 +8,7 @@ import pytest
 
 from predictor.online import OnlineServiceTime, ResidualCorrection, bucket_label, bucket_of
 from scheduling.service_time import FixedServiceTime
+from tests.factories import make_scheduler
 
 KEY = ("resnet18", "onnx", "fp32")
 
@@ -124,6 +125,23 @@ def test_without_a_trained_quantile_the_plan_is_the_runs_own_095_quantile() -> N
     for _ in range(20):  # slow runs become common: the quantile moves out
         model.observe(*KEY, 1, 0.020)
     assert model.plan(*KEY, 1) > model.predict(*KEY, 1) * 1.2
+
+
+def test_the_scheduler_follows_the_models_version_without_a_flush() -> None:
+    """Each observation bumps the version; the scheduler's memoised predictions and its
+    budget caps (max 8 ms per dispatch) follow at its next call."""
+    model = ResidualCorrection(FixedServiceTime.linear(0.0, 1.0))  # 1 ms per sample
+    sched = make_scheduler(service_model=model, max_dispatch_ms=8.0, split=None)
+    key = ("resnet18", "pytorch", "fp32")
+    memo = sched.service_model("batch")
+    assert memo is not None
+    assert sched.dispatch_caps("batch", key)[1] == 8
+    assert memo.predict(*key, 4) == pytest.approx(0.004)
+    version = model.version
+    model.observe(*key, 1, 0.002)  # the lanes run twice as slow
+    assert model.version == version + 1
+    assert sched.dispatch_caps("batch", key)[1] == 4
+    assert memo.predict(*key, 4) == pytest.approx(0.008)
 
 
 def test_an_online_base_learns_the_same_observations() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,45 +9,32 @@ from onnx import helper
 
 from server.config import GatewayConfigError, parse_gateway_config
 from tests.onnx_models import save_model, weight, write_bias, write_mlp
-from workloads.registry import register_onnx_file, unregister_onnx_file
+from workloads.registry import onnx_file_workload
 
 
-@pytest.fixture
-def registered() -> Iterator[list[str]]:
-    """Names registered by a test, unregistered after it (the catalogue is process-wide)."""
-    names: list[str] = []
-    yield names
-    for name in names:
-        unregister_onnx_file(name)
-
-
-def test_mlp_flops_and_params_from_its_graph(tmp_path: Path, registered: list[str]) -> None:
-    spec = register_onnx_file(write_mlp(tmp_path / "my_mlp.onnx")).spec
-    registered.append(spec.name)
+def test_mlp_flops_and_params_from_its_graph(tmp_path: Path) -> None:
+    spec = onnx_file_workload(write_mlp(tmp_path / "my_mlp.onnx")).spec
     assert spec.param_count == 8 * 16 + 16 + 16 * 4
     assert spec.flops_per_sample == 2.0 * (8 * 16 + 16 * 4)
 
 
-def test_conv_flops_follow_shape_inference(tmp_path: Path, registered: list[str]) -> None:
+def test_conv_flops_follow_shape_inference(tmp_path: Path) -> None:
     # 3→4 channels, 3×3 kernel, padding 1 on 8×8: 4·8·8 outputs × 3·3·3 MACs each.
     conv = helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1])
     nodes = [conv, helper.make_node("Flatten", ["c"], ["y"])]
     path = save_model(
         tmp_path / "conv.onnx", nodes, ["N", 3, 8, 8], ["N", 256], [weight("w", 4, 3, 3, 3)]
     )
-    spec = register_onnx_file(path).spec
-    registered.append(spec.name)
+    spec = onnx_file_workload(path).spec
     assert spec.flops_per_sample == 2.0 * (4 * 8 * 8) * (3 * 3 * 3)
 
 
-def test_unestimable_graph_has_no_flops_until_given(tmp_path: Path, registered: list[str]) -> None:
+def test_unestimable_graph_has_no_flops_until_given(tmp_path: Path) -> None:
     path = write_bias(tmp_path / "bias.onnx")
-    spec = register_onnx_file(path).spec
-    registered.append(spec.name)
+    spec = onnx_file_workload(path).spec
     assert spec.param_count == 4
     assert spec.flops_per_sample == 0.0  # unknown: a trained predictor refuses it at start
-    given = register_onnx_file(path, name="bias2", flops_per_sample=1e6).spec
-    registered.append(given.name)
+    given = onnx_file_workload(path, name="bias2", flops_per_sample=1e6).spec
     assert given.flops_per_sample == 1e6
 
 

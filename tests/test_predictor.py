@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from predictor.evaluate import mape, select_rows
+from predictor.evaluate import evaluate_predictor, mape, select_rows
 from predictor.features import (
     NUMERIC_FEATURES,
     FeatureError,
@@ -25,6 +25,7 @@ from predictor.features import (
 )
 from predictor.latency import LatencyPredictor, conformal_offset
 from predictor.service_model import PredictorServiceTime
+from tests.factories import make_job, make_scheduler
 
 #: Synthetic workloads: (param_count, flops_per_sample).
 SIZES = {"s": (2e6, 0.6e9), "m": (1.2e7, 2.0e9), "l": (2.6e7, 4.5e9), "xl": (6e7, 11e9)}
@@ -126,7 +127,7 @@ def test_held_out_batch_sizes_follow_the_law(model_type: str) -> None:
     workloads = ("s", "l")
     predictor = LatencyPredictor(model_type).train(synthetic(TRAIN, workloads=workloads))
     test = load_profile_data(synthetic(TEST, workloads=workloads))
-    result = predictor.evaluate(test)
+    result = evaluate_predictor(predictor, test)
     assert result["mape"] < 3.0, result
     assert result["coverage"] >= 0.9
     assert set(result["per_group"]) == {f"{w}/{b}" for w in workloads for b in SPEED}
@@ -144,7 +145,7 @@ def test_quantile_covers_noisy_runs(model_type: str) -> None:
     noisy = {"workloads": ("s", "m", "xl"), "noise": 0.06, "spread": 0.08}
     predictor = LatencyPredictor(model_type).train(synthetic(TRAIN, **noisy))
     test = load_profile_data(synthetic(TEST, **noisy, seed=1))
-    result = predictor.evaluate(test, q=0.95)
+    result = evaluate_predictor(predictor, test, q=0.95)
     assert result["coverage"] >= 0.9, result
     assert result["mape"] < 10.0
     assert np.all(predictor.predict_quantile(test) > predictor.predict(test))
@@ -184,6 +185,22 @@ def test_service_model_view_is_seconds_monotone_and_cached(forest: LatencyPredic
     assert all(b >= a for a, b in itertools.pairwise(curve))
     assert len(model._curves) == 1  # one vectorised curve per (workload, backend, precision)
     tail = forest.as_service_model(quantile=0.95)
-    assert tail.predict("m", "pytorch", "fp32", 8) > model.predict("m", "pytorch", "fp32", 8)
+    mean = model.predict("m", "pytorch", "fp32", 8)
+    assert tail.plan("m", "pytorch", "fp32", 8) > tail.predict("m", "pytorch", "fp32", 8) == mean
+    assert model.plan("m", "pytorch", "fp32", 8) == mean  # no quantile: plans with the mean
     with pytest.raises(ValueError, match="samples must be >= 1"):
         model.predict("m", "pytorch", "fp32", 0)
+
+
+def test_a_quantile_predictor_sheds_on_its_mean(forest: LatencyPredictor) -> None:
+    """Fake clock: a job whose SLO lies between its mean and its 0.95 quantile can still
+    make it on average, so a scheduler planning at the quantile must not shed it."""
+    tail = forest.as_service_model(quantile=0.95)
+    key = ("m", "pytorch", "fp32")
+    mean, plan = tail.predict(*key, 1), tail.plan(*key, 1)
+    assert mean < plan
+    sched = make_scheduler(service_model=tail, shed_late=True, token_bases={"m": 10})
+    job = make_job(workload="m", job_class="interactive", arrival=0.0, slo=(mean + plan) / 2)
+    sched.submit(job, 0.0)
+    [dispatch] = sched.poll(0.0)
+    assert sched.take_shed() == [] and dispatch.parts[0].job is job

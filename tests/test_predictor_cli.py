@@ -13,19 +13,15 @@ import pytest
 import yaml
 
 from loadgen.arrivals import arrival_rate, poisson_arrivals
-from loadgen.config import (
-    ConfigError,
-    PredictorConfig,
-    load_experiment_config,
-    parse_experiment_config,
-)
+from loadgen.config import ConfigError, load_experiment_config, parse_experiment_config
 from loadgen.experiment import build_service_model, run_experiment, simulate_run
+from mlws.cli import main
 from predictor.collect import collect_profiling_data
 from predictor.evaluate import evaluate_predictor, plot_predictions, predictions_figure
 from predictor.features import load_profile_data
 from predictor.latency import LatencyPredictor
 from predictor.profiler import ProfileSettings
-from server.cli import main
+from serving.config import PredictorConfig
 from tests.test_predictor import TEST, TRAIN, synthetic
 
 MLWS = str(Path(sys.executable).with_name("mlws"))
@@ -194,9 +190,7 @@ def experiment(tmp_path: Path, predictor: dict[str, Any], **overrides: Any) -> P
 
 
 def test_runner_trains_from_a_profile_and_the_scheduler_believes_it(tmp_path: Path) -> None:
-    config = load_experiment_config(
-        experiment(tmp_path, {"enabled": True, "train_from": "slow.csv"})
-    )
+    config = load_experiment_config(experiment(tmp_path, {"train_from": "slow.csv"}))
     out = run_experiment(config, tmp_path / "r", "run", quiet=True)
     run = json.loads((out / "summary.json").read_text())["run"]
     info = run["predictor"]
@@ -215,14 +209,12 @@ def test_runner_trains_from_a_profile_and_the_scheduler_believes_it(tmp_path: Pa
 @pytest.mark.parametrize(
     ("predictor", "message"),
     [
-        ({"enabled": True}, "predictor.path: required when predictor.enabled is true"),
-        (
-            {"enabled": True, "path": "a.pkl", "train_from": "slow.csv"},
-            "predictor.train_from: give either path",
-        ),
-        ({"enabled": True, "path": "a.pkl", "model_type": "random_forest"}, "model_type: applies"),
-        ({"enabled": True, "train_from": "gone.csv"}, "predictor.train_from: file not found"),
-        ({"enabled": True, "train_from": "slow.csv", "quantile": 1.5}, "predictor.quantile"),
+        ({"enabled": True}, "predictor.enabled: removed: a predictor is used when"),
+        ({"path": "a.pkl", "train_from": "slow.csv"}, "predictor.train_from: give either path"),
+        ({"path": "a.pkl", "model_type": "gradient_boosting"}, "model_type: applies"),
+        ({"train_from": "gone.csv"}, "predictor.train_from: file not found"),
+        ({"train_from": "slow.csv", "quantile": 1.5}, "predictor.quantile"),
+        ({"quantile": 0.9}, "predictor.quantile: needs predictor.path or predictor.train_from"),
     ],
 )
 def test_predictor_config_errors_name_the_key(
@@ -233,16 +225,14 @@ def test_predictor_config_errors_name_the_key(
 
 
 def test_live_mode_with_a_predictor_is_refused(tmp_path: Path) -> None:
-    path = experiment(tmp_path, {"enabled": True, "train_from": "slow.csv"}, mode="live")
+    path = experiment(tmp_path, {"train_from": "slow.csv"}, mode="live")
     config = parse_experiment_config(yaml.safe_load(path.read_text()), source=str(path))
     with pytest.raises(ConfigError, match="drives mode: simulate only"):
         run_experiment(config, tmp_path / "r", quiet=True)
 
 
 def test_a_mix_the_predictor_cannot_answer_fails_before_running(tmp_path: Path) -> None:
-    path = experiment(
-        tmp_path, {"enabled": True, "train_from": "slow.csv"}, backends={"pytorch": 1}
-    )
+    path = experiment(tmp_path, {"train_from": "slow.csv"}, backends={"pytorch": 1})
     pytorch = PROFILE + "".join(
         line.replace(",onnx,", ",pytorch,") + "\n" for line in PROFILE.splitlines()[1:]
     )

@@ -32,7 +32,7 @@ def make_job(
     slo = 0.1 if job_class == "interactive" else 1.0
     job = Job(job_id, "resnet18", "onnx", "fp32", job_class, samples, arrival, arrival + slo)
     job.enqueue = arrival
-    job.dispatch, job.start, job.end, job.outcome = start, start, end, outcome
+    job.start, job.end, job.outcome = start, end, outcome
     if start is not None:
         job.lane, job.microbatch_id = job_id % 2, job_id
     return job
@@ -68,7 +68,7 @@ def test_trace_has_one_row_per_job_and_the_columns(tmp_path: Path, jobs: list[Jo
     assert rows[1]["slo_met"] == "false"
     shed = rows[3]
     assert shed["outcome"] == "shed" and shed["slo_met"] == "false"
-    for key in ("dispatch_s", "start_s", "end_s", "wait_ms", "e2e_ms", "lane", "microbatch_id"):
+    for key in ("start_s", "end_s", "wait_ms", "e2e_ms", "lane", "microbatch_id"):
         assert shed[key] == ""
     assert float(shed["deadline_s"]) == pytest.approx(3.1)
     assert rows[5]["batch_size"] == "32"

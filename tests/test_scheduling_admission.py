@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from scheduling.admission import Forecast, check_admission
 from scheduling.errors import PredictedLate
 from scheduling.service_time import FixedServiceTime
 from tests.factories import SERVICE, make_job, make_scheduler
@@ -297,3 +298,13 @@ def test_under_light_load_only_a_job_late_on_average_is_refused() -> None:
     assert job.predicted_end == pytest.approx(0.022)
     with pytest.raises(PredictedLate):  # its mean forecast (33 ms) misses too
         sched.submit(interactive(2, slo=0.025), 0.0)
+
+
+def test_a_refusal_names_the_finish_its_decision_used() -> None:
+    # 90 ms of work fits a 100 ms deadline; 15 ms of event-loop margin per answer does
+    # not: the refusal says 105 ms, never a finish inside the deadline.
+    job = make_job(job_class="interactive", arrival=0.0, slo=0.100)
+    with pytest.raises(PredictedLate) as refused:
+        check_admission(job, 0.0, 0.015, Forecast(0.0, 0.090), alone=0.090, idle=False)
+    assert refused.value.predicted_finish == pytest.approx(0.105)
+    assert "105 ms after arrival, 5 ms past its 100 ms deadline" in str(refused.value)

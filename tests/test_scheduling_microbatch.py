@@ -27,7 +27,7 @@ def test_batch_job_waits_until_its_window_ends() -> None:
     [d] = sched.poll(0.010)
     assert ids(d) == [0, 1]  # B rides along before its own window ends
     assert d.samples == 2 and d.lane == 0 and d.start == 0.010
-    assert a.start == b.start == a.dispatch == 0.010
+    assert a.start == b.start == 0.010
     assert a.microbatch_id == b.microbatch_id == d.id
     assert d.tokens == 80 + 4 * 2
 

@@ -241,7 +241,7 @@ def test_ties_break_on_arrival_then_id() -> None:
     jobs = by_id([make_job(id=i, arrival=0.0) for i in (5, 3, 4)])
     for policy in POLICIES:
         for job in jobs.values():
-            job.enqueue = job.dispatch = job.start = job.end = job.outcome = None
+            job.enqueue = job.start = job.end = job.outcome = None
             job.lane = job.microbatch_id = None
         trace = drive(make_scheduler(policy=policy), jobs.values())
         assert [d.parts[0].job.id for d, _ in trace.dispatches] == [3, 4, 5], policy

@@ -225,7 +225,7 @@ class Checker:
         assert job.outcome == outcome and job.end == now
         assert job.arrival <= job.enqueue <= job.end  # type: ignore[operator]
         if job.start is not None:
-            assert job.enqueue <= job.dispatch == job.start <= job.end  # type: ignore[operator]
+            assert job.enqueue <= job.start <= job.end  # type: ignore[operator]
         if outcome == "ok":
             offsets = self.parts[job.id]
             assert [o for o, _ in offsets] == [

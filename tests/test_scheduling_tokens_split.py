@@ -95,7 +95,7 @@ def test_a_100_sample_job_runs_as_32_32_32_4() -> None:
     assert [d.parts[0].offset for d, _ in trace.dispatches] == [0, 32, 64, 96]
     assert [end for _, end in trace.dispatches] == pytest.approx([0.042, 0.084, 0.126, 0.140])
     assert trace.finished == [job]  # once, when the last part ends
-    assert (job.dispatch, job.start, job.end, job.outcome) == (0.0, 0.0, pytest.approx(0.140), "ok")
+    assert (job.start, job.end, job.outcome) == (0.0, pytest.approx(0.140), "ok")
 
 
 def test_interactive_job_runs_between_parts_on_one_lane() -> None:
@@ -175,3 +175,20 @@ def test_budget_keeps_interactive_wait_short_on_one_lane() -> None:
     # Parts of 10 samples (20 ms) instead of 32 (42 ms): the interactive job starts at 20 ms.
     drive(make_scheduler(policy="priority_slo", split=32, max_dispatch_ms=20.0), [big, small])
     assert small.start == pytest.approx(0.020)
+
+
+def test_largest_dispatch_is_the_larger_sample_cap_cut_to_the_tokens() -> None:
+    assert make_scheduler().largest_dispatch("resnet18", "fp32") == 32  # the split
+    merged = make_scheduler(microbatch=True, max_batch=64, split=16)
+    assert merged.largest_dispatch("resnet18", "fp32") == 16  # batch cap: min(64, 16)
+    unsplit = make_scheduler(split=None)  # no split: only the tokens bound it
+    assert unsplit.largest_dispatch("tiny", "fp32") == 247  # 10 + 4 × 247 <= 1000
+    assert make_scheduler(capacity=100).largest_dispatch("resnet18", "fp32") == 5  # 80 + 4 × 5
+    # A budget shortens dispatches as the model learns; lanes still warm up for the bound.
+    budgeted = make_scheduler(max_dispatch_ms=15.0)  # 10 ms + 1 ms a sample: 5 samples
+    assert budgeted.dispatch_caps("batch", ("resnet18", "pytorch", "fp32"))[1] == 5
+    assert budgeted.largest_dispatch("resnet18", "fp32") == 32
+    # Not even one sample fits: refused at submit; lanes warm up for one all the same.
+    assert make_scheduler(capacity=200).largest_dispatch("vit_b_16", "fp32") == 1
+    with pytest.raises(UnknownWorkload):
+        make_scheduler().largest_dispatch("gpt5", "fp32")

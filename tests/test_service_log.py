@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mlws.cli import main
 from predictor.features import FeatureError, concat_profile_data, load_profile_data
 from predictor.profiler import PROFILE_COLUMNS
-from server.cli import main
 from server.service_log import (
     LIVE_PROFILE_COLUMNS,
     ServiceKey,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +16,7 @@ from onnx import TensorProto, helper
 from workloads.registry import (
     Workload,
     get_workload,
-    register_onnx_file,
-    unregister_onnx_file,
+    onnx_file_workload,
     workload_names,
 )
 from workloads.specs import RESNET18, RESNET50, TINY, VIT_B_16
@@ -78,15 +76,6 @@ TORCHVISION_KEYS: dict[str, dict[str, tuple[int, ...]]] = {
 def models() -> dict[str, torch.nn.Module]:
     """Each real model built once (seed 0); ViT-B is the expensive one (~2 s)."""
     return {name: get_workload(name).build_module(seed=0) for name in PARAM_COUNTS}
-
-
-@pytest.fixture(autouse=True)
-def _clean_registry() -> Iterator[None]:
-    """Each test starts and ends with only the built-in workloads."""
-    yield
-    for name in workload_names():
-        if name not in BUILTIN_NAMES:
-            unregister_onnx_file(name)
 
 
 def _params(module: torch.nn.Module) -> int:
@@ -354,8 +343,8 @@ def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def test_register_exported_onnx(tiny_onnx: Path) -> None:
-    w = register_onnx_file(tiny_onnx)
+def test_an_onnx_file_becomes_a_workload_registered_nowhere(tiny_onnx: Path) -> None:
+    w = onnx_file_workload(tiny_onnx)
     assert w.name == "my_tiny" and w.onnx_file == tiny_onnx.resolve()
     assert w.spec.input_shape == (3, 32, 32)
     assert w.spec.output_shape == (10,)
@@ -365,8 +354,8 @@ def test_register_exported_onnx(tiny_onnx: Path) -> None:
     # Estimated from the graph's Conv and Gemm nodes: what torch's counter gives the module.
     assert w.spec.flops_per_sample == pytest.approx(TINY.flops_per_sample, rel=0.01)
     assert w.max_batch is None
-    assert get_workload("my_tiny") is w
-    assert workload_names() == [*BUILTIN_NAMES, "my_tiny"]
+    # The gateway keeps it in its own catalogue: nothing process-wide changes.
+    assert workload_names() == BUILTIN_NAMES
     with pytest.raises(ValueError, match="ONNX"):
         w.build_module()
 
@@ -382,20 +371,13 @@ def test_exported_onnx_runs_like_torch(tiny_onnx: Path) -> None:
     np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-5)
 
 
-def test_register_name_rules(tiny_onnx: Path, tmp_path: Path) -> None:
-    w = register_onnx_file(tiny_onnx, name="custom", token_base=42)
+def test_onnx_file_name_rules(tiny_onnx: Path) -> None:
+    w = onnx_file_workload(tiny_onnx, name="custom", token_base=42)
     assert w.name == "custom" and w.spec.token_base == 42
-    assert register_onnx_file(tiny_onnx, name="custom").onnx_file == w.onnx_file  # refresh ok
-    other = tmp_path / "other.onnx"
-    other.write_bytes(tiny_onnx.read_bytes())
-    with pytest.raises(ValueError, match="already registered"):
-        register_onnx_file(other, name="custom")
     with pytest.raises(ValueError, match="built-in"):
-        register_onnx_file(tiny_onnx, name="resnet18")
+        onnx_file_workload(tiny_onnx, name="resnet18")
     with pytest.raises(ValueError, match="token_base"):
-        register_onnx_file(tiny_onnx, name="zero", token_base=0)
-    unregister_onnx_file("custom")
-    assert workload_names() == BUILTIN_NAMES
+        onnx_file_workload(tiny_onnx, name="zero", token_base=0)
     with pytest.raises(ValueError, match="choose from"):
         get_workload("custom")
 
@@ -429,7 +411,7 @@ def test_onnx_fixed_batch_one_and_inferred_output(tmp_path: Path) -> None:
         helper.make_tensor("w", TensorProto.FLOAT, [256, 1024], np.zeros(256 * 1024)),
         helper.make_tensor("shape", TensorProto.INT64, [2], [1, -1]),
     ]
-    w = register_onnx_file(_save_model(tmp_path / "fixed.onnx", [_input([1, 8])], weights))
+    w = onnx_file_workload(_save_model(tmp_path / "fixed.onnx", [_input([1, 8])], weights))
     assert w.max_batch == 1
     assert w.spec.input_shape == (8,) and w.spec.output_shape == (8,)  # via shape inference
     assert w.spec.param_count == 256 * 1024  # the int64 shape constant is not a weight
@@ -438,7 +420,7 @@ def test_onnx_fixed_batch_one_and_inferred_output(tmp_path: Path) -> None:
 
 def test_onnx_input_dtype(tmp_path: Path) -> None:
     path = _save_model(tmp_path / "half.onnx", [_input(["n", 4], TensorProto.FLOAT16)])
-    assert register_onnx_file(path).spec.input_dtype == "float16"
+    assert onnx_file_workload(path).spec.input_dtype == "float16"
 
 
 @pytest.mark.parametrize(
@@ -456,14 +438,14 @@ def test_onnx_input_dtype(tmp_path: Path) -> None:
 def test_onnx_bad_inputs(tmp_path: Path, inputs: list[onnx.ValueInfoProto], match: str) -> None:
     path = _save_model(tmp_path / "bad.onnx", inputs)
     with pytest.raises(ValueError, match=match):
-        register_onnx_file(path)
+        onnx_file_workload(path)
     assert workload_names() == BUILTIN_NAMES
 
 
 def test_onnx_unreadable_files(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
-        register_onnx_file(tmp_path / "missing.onnx")
+        onnx_file_workload(tmp_path / "missing.onnx")
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"\xff\x00 not a protobuf \x12\x34")
     with pytest.raises(ValueError, match="not a readable ONNX model"):
-        register_onnx_file(junk)
+        onnx_file_workload(junk)

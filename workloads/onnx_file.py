@@ -210,13 +210,3 @@ def _inferred_output_dims(model: Any, output_name: str) -> list[int | None] | No
         if o.name == output_name:
             return _dims(o)
     return None
-
-
-def onnx_workload_spec(
-    path: str | Path,
-    name: str | None = None,
-    token_base: int | None = None,
-    flops_per_sample: float | None = None,
-) -> WorkloadSpec:
-    """Just the WorkloadSpec of `inspect_onnx_file`."""
-    return inspect_onnx_file(path, name, token_base, flops_per_sample).spec

@@ -1,4 +1,4 @@
-"""The workload catalogue: built-in models plus user-registered ONNX files.
+"""The workload catalogue: the built-in models, and catalogue entries for users' ONNX files.
 
 Importing this module must not import torch (the scheduler and simulator use it
 for specs only); torch and the model code are imported inside `build_module`.
@@ -27,8 +27,6 @@ _BUILTINS: dict[str, tuple[WorkloadSpec, str]] = {
     TINY.name: (TINY, "workloads.tiny:tiny"),
 }
 
-_user_workloads: dict[str, Workload] = {}
-_lock = threading.Lock()  # the gateway may register files from several threads
 _rng_lock = threading.Lock()  # seeded construction uses torch's global CPU generator
 
 
@@ -110,56 +108,36 @@ def _load_weights(module: torch.nn.Module, path: Path, name: str) -> None:
 
 
 def workload_names() -> list[str]:
-    """Every workload name: built-ins first, then registered ONNX files in order."""
-    with _lock:
-        return [*_BUILTINS, *_user_workloads]
+    """Every built-in workload's name (a user's ONNX file is a catalogue entry of the
+    gateway that serves it, see `onnx_file_workload`)."""
+    return list(_BUILTINS)
 
 
 def get_workload(name: str) -> Workload:
     """The catalogue entry called `name`; ValueError naming the valid choices otherwise."""
     if name in _BUILTINS:
         return Workload(_BUILTINS[name][0])
-    with _lock:
-        if name in _user_workloads:
-            return _user_workloads[name]
     raise ValueError(f"unknown workload {name!r}; choose from: {', '.join(workload_names())}")
 
 
-def register_onnx_file(
+def onnx_file_workload(
     path: str | Path,
     name: str | None = None,
     token_base: int | None = None,
     flops_per_sample: float | None = None,
 ) -> Workload:
-    """Add a user's ONNX model to the catalogue and return its entry.
+    """The catalogue entry of a user's ONNX model, registering nothing anywhere.
 
     `name` defaults to the file stem, `flops_per_sample` to the estimate from the
-    graph. Re-registering the same file under the same name refreshes the entry
-    (e.g. after a re-export); a name that is a built-in or already belongs to a
-    different file is a ValueError.
+    graph; a name that is a built-in is a ValueError. The gateway keeps the entry
+    in its own catalogue of served models (server/catalogue.py) and hands it to
+    the lanes, so no process-wide state changes when a gateway starts.
     """
     from workloads.onnx_file import inspect_onnx_file
 
     info = inspect_onnx_file(path, name, token_base, flops_per_sample)
-    workload = Workload(
+    if info.spec.name in _BUILTINS:
+        raise ValueError(f"workload name {info.spec.name!r} is a built-in; pass another name")
+    return Workload(
         spec=info.spec, onnx_file=info.path, max_batch=None if info.dynamic_batch else 1
     )
-    with _lock:
-        if workload.name in _BUILTINS:
-            raise ValueError(f"workload name {workload.name!r} is a built-in; pass another name")
-        existing = _user_workloads.get(workload.name)
-        if existing is not None and existing.onnx_file != workload.onnx_file:
-            raise ValueError(
-                f"workload name {workload.name!r} is already registered for "
-                f"{existing.onnx_file}; pass another name"
-            )
-        _user_workloads[workload.name] = workload
-    return workload
-
-
-def unregister_onnx_file(name: str) -> None:
-    """Remove a registered ONNX workload (KeyError if there is none by that name)."""
-    with _lock:
-        if name not in _user_workloads:
-            raise KeyError(f"no registered ONNX workload named {name!r}")
-        del _user_workloads[name]

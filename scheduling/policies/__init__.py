@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from scheduling.config import SchedulerConfig
-from scheduling.policies.base import HeapPolicy, Policy, QueueView, ScanPolicy
+from scheduling.policies.base import HeapPolicy, Policy, PolicySettings, QueueView, ScanPolicy
 from scheduling.policies.batch_aware import BatchAwarePolicy
 from scheduling.policies.dynamic import DynamicPolicy
 from scheduling.policies.fifo import FifoPolicy
@@ -19,13 +18,13 @@ POLICIES: dict[str, type[HeapPolicy] | type[ScanPolicy]] = {
 
 
 def make_policy(
-    name: str, config: SchedulerConfig, service_model: ServiceTimeModel | None = None
+    name: str, config: PolicySettings, service_model: ServiceTimeModel | None = None
 ) -> Policy:
     """A fresh policy instance by registry name; ValueError names the known ones."""
     try:
         cls = POLICIES[name]
     except KeyError:
-        raise ValueError(f"unknown policy {name!r}; known: {', '.join(sorted(POLICIES))}") from None
+        raise ValueError(f"unknown policy {name!r}; choose from: {', '.join(POLICIES)}") from None
     return cls(config, service_model)
 
 

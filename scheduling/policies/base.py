@@ -13,9 +13,32 @@ from __future__ import annotations
 from heapq import heapify, heappop, heappush
 from typing import Any, ClassVar, Protocol
 
-from scheduling.config import SchedulerConfig
 from scheduling.job import Job
+from scheduling.policies.weights import DynamicWeights
 from scheduling.service_time import ServiceTimeModel
+
+
+class PolicySettings(Protocol):
+    """What a policy reads of the scheduler's config (scheduling.config.SchedulerConfig).
+
+    A Protocol rather than the config class: the config asks this package's
+    registry for policy names, so the policies must not import the config.
+    """
+
+    @property
+    def lanes(self) -> int:
+        """Concurrent executors."""
+        ...
+
+    @property
+    def max_dispatch_ms(self) -> float | None:
+        """Service-time budget of one dispatch, if any."""
+        ...
+
+    @property
+    def weights(self) -> DynamicWeights:
+        """Weights of the dynamic policy's score."""
+        ...
 
 
 class QueueView(Protocol):
@@ -97,7 +120,7 @@ class HeapPolicy:
 
     name: ClassVar[str] = ""
 
-    def __init__(self, config: SchedulerConfig, service_model: ServiceTimeModel | None) -> None:
+    def __init__(self, config: PolicySettings, service_model: ServiceTimeModel | None) -> None:
         self.config = config
         self.service_model = service_model
         # Entries are key + (job,); ids are unique, so comparison never reaches the Job.
@@ -182,7 +205,7 @@ class ScanPolicy:
 
     name: ClassVar[str] = ""
 
-    def __init__(self, config: SchedulerConfig, service_model: ServiceTimeModel | None) -> None:
+    def __init__(self, config: PolicySettings, service_model: ServiceTimeModel | None) -> None:
         self.config = config
         self.service_model = service_model
         # Insertion-ordered, so a scan meets jobs in submit order.

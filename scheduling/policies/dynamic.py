@@ -1,7 +1,7 @@
 """Dynamic: a weighted score of class, urgency, batchability, service time and tokens.
 
 For a job leading a dispatch of n samples (its micro-batch, or its own next
-part), with t = predicted service time of that dispatch (0 without a model)
+part), with t = its predicted mean service time (0 without a model)
 and hold = max_dispatch_ms (0 without a budget), the longest a lane can stay
 busy, hence the longest a job passed over now may wait for the next one:
 
@@ -32,9 +32,8 @@ already past saving.
 
 from __future__ import annotations
 
-from scheduling.config import SchedulerConfig
 from scheduling.job import Job
-from scheduling.policies.base import QueueView, ScanPolicy
+from scheduling.policies.base import PolicySettings, QueueView, ScanPolicy
 from scheduling.service_time import ServiceTimeModel
 
 
@@ -43,7 +42,7 @@ class DynamicPolicy(ScanPolicy):
 
     name = "dynamic"
 
-    def __init__(self, config: SchedulerConfig, service_model: ServiceTimeModel | None) -> None:
+    def __init__(self, config: PolicySettings, service_model: ServiceTimeModel | None) -> None:
         super().__init__(config, service_model)
         w = config.weights
         # Plain floats: the score runs once per queued job per decision.

@@ -1,16 +1,13 @@
 """Process lanes: one spawned worker process per lane, tensors through shared memory.
 
-Parent side (`ProcessLane`): a single-thread executor per lane writes the
-dispatch's real rows into the lane's input block, sends a small message (names,
+`ProcessLane` is the parent side: a single-thread executor per lane writes the
+dispatch's real rows into the lane's input block, sends a `RunRequest` (names,
 shapes, row ranges of synthetic input), and waits on the pipe *and* the process
 sentinel, so a worker that dies mid-dispatch fails that dispatch at once instead
 of hanging it. A watcher thread per worker notices a death while idle too; the
 lane then restarts its worker (counted in `restarts`) and is not ready until the
 new worker has loaded and warmed its models. Runs queued for the lane wait for
-the restart on the lane's executor.
-
-Worker side (`worker_main`): load and warm the runners, then serve run messages
-until the parent says stop or goes away (EOF on the pipe).
+the restart on the lane's executor. The worker side is server/lanes/process_worker.py.
 """
 
 from __future__ import annotations
@@ -20,25 +17,17 @@ import contextlib
 import logging
 import math
 import multiprocessing as mp
-import os
 import signal
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from server.lanes import (
-    LaneBatch,
-    LaneError,
-    LaneResult,
-    RunnerSet,
-    WorkerDied,
-    WorkerSpec,
-    split_outputs,
-    timed_run,
-    write_rows,
-)
-from server.shm import AttachedBlocks, ShmBlock
+from server.lanes.base import LaneBatch, LaneError, LaneResult, WorkerDied, WorkerSpec
+from server.lanes.messages import Loaded, RunDone, RunRequest, WorkerReply
+from server.lanes.process_worker import worker_main
+from server.lanes.runners import split_outputs, write_rows
+from server.lanes.shm import ShmBlock
 
 log = logging.getLogger("mlws.lanes")
 
@@ -52,7 +41,7 @@ class ProcessLane:
         self.index = spec.lane
         self.spec = spec
         self.ready = False
-        self.busy = False
+        self.running: int | None = None
         self.restarts = 0
         self.error: str | None = None
         self._start_timeout_s = start_timeout_s
@@ -83,7 +72,7 @@ class ProcessLane:
         try:
             return await self._loop.run_in_executor(self._executor, self._run_sync, batch)
         finally:
-            self.busy = False
+            self.running = None
 
     async def abort(self, reason: str) -> None:
         """Kill a worker stuck in a dispatch; the death watcher restarts it."""
@@ -121,10 +110,10 @@ class ProcessLane:
             self._stop_worker()
             self.error = str(exc)
             raise
-        if msg[0] != "ready":
+        if not isinstance(msg, Loaded):
             self._stop_worker()
-            self.error = str(msg[1])
-            raise LaneError(f"lane {self.index} failed to load its models: {msg[1]}")
+            self.error = msg.error
+            raise LaneError(f"lane {self.index} failed to load its models: {msg.error}")
         self._watch(proc, self._generation)
         self.ready = True
         self.error = None
@@ -154,22 +143,21 @@ class ProcessLane:
             del view  # no export of the block may outlive this call (it may be replaced)
             in_name = self._in.name
         self._out.ensure(4 * n * math.prod(out_shape))
-        message = ("run", batch.dispatch_id, batch.key, n, in_name, synthetic, self._out.name)
+        request = RunRequest(batch.dispatch_id, batch.key, n, in_name, synthetic, self._out.name)
         try:
             assert self._conn is not None
-            self._conn.send(message)
+            self._conn.send(request)
         except OSError:  # BrokenPipeError and friends: the worker is gone
             self.ready = False
             raise WorkerDied(self._died_message(batch.dispatch_id)) from None
-        self.busy = True  # set only once the worker holds the dispatch (see /v1/lanes)
+        self.running = batch.dispatch_id  # only once the worker holds it (see /v1/lanes)
         reply = self._receive(None, batch.dispatch_id)
-        if reply[0] != "done":
-            raise LaneError(f"lane {self.index}: {reply[2]}")
-        _, _, shape, service_s = reply
-        outputs = self._out.array(tuple(shape)).copy()  # the block is reused by the next run
-        return LaneResult(split_outputs(outputs, [c for _, _, c in batch.parts]), service_s)
+        if not isinstance(reply, RunDone):
+            raise LaneError(f"lane {self.index}: {reply.error}")
+        outputs = self._out.array(reply.shape).copy()  # the block is reused by the next run
+        return LaneResult(split_outputs(outputs, batch.counts), reply.service_s)
 
-    def _receive(self, timeout: float | None, dispatch_id: int | None = None) -> Any:
+    def _receive(self, timeout: float | None, dispatch_id: int | None = None) -> WorkerReply:
         """The worker's next message; WorkerDied if it exits first."""
         assert self._conn is not None and self._proc is not None
         ready = wait([self._conn, self._proc.sentinel], timeout)
@@ -246,66 +234,3 @@ class ProcessLane:
     def _restart_done(self, future: Future[None] | asyncio.Future[None]) -> None:
         if not future.cancelled() and future.exception() is not None:
             log.error("lane %d: restart failed: %s", self.index, future.exception())
-
-
-# ------------------------------------------------------------------ worker side
-def worker_main(conn: Connection, spec: WorkerSpec) -> None:
-    """Entry point of a lane's worker process."""
-    # Ctrl-C reaches the whole process group; shutdown is the parent's decision.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    runners = RunnerSet(spec)
-    try:
-        runners.load_all()
-    except Exception as exc:
-        conn.send(("error", f"{type(exc).__name__}: {exc}"))
-        return
-    conn.send(("ready", os.getpid()))
-    blocks = AttachedBlocks()
-    try:
-        _serve(conn, runners, blocks)
-    finally:
-        blocks.close()
-        runners.close()
-
-
-def _serve(conn: Connection, runners: RunnerSet, blocks: AttachedBlocks) -> None:
-    while True:
-        try:
-            msg = conn.recv()
-        except (EOFError, OSError):
-            return  # the parent is gone
-        if msg[0] == "stop":
-            return
-        _, dispatch_id, key, n, in_name, synthetic, out_name = msg
-        try:
-            reply = _run_one(runners, blocks, key, n, in_name, synthetic, out_name)
-        except Exception as exc:
-            reply = ("fail", dispatch_id, f"{type(exc).__name__}: {exc}")
-        else:
-            reply = ("done", dispatch_id, *reply)
-        conn.send(reply)
-
-
-def _run_one(
-    runners: RunnerSet,
-    blocks: AttachedBlocks,
-    key: tuple[str, str, str],
-    n: int,
-    in_name: str | None,
-    synthetic: list[tuple[int, int]],
-    out_name: str,
-) -> tuple[tuple[int, ...], float]:
-    """Run one dispatch; returns the output shape (written to `out_name`) and its time."""
-    workload = key[0]
-    if in_name is not None:
-        blocks.keep_only({in_name, out_name})  # detach from blocks the parent replaced
-    if in_name is None:
-        batch = runners.synthetic(workload, n)
-    else:
-        batch = blocks.array(in_name, (n, *runners.input_shape(workload)))
-        runners.fill_synthetic(workload, batch, synthetic)
-    outputs, service_s = timed_run(runners, key, batch)
-    del batch
-    out = blocks.array(out_name, outputs.shape)
-    out[...] = outputs
-    return tuple(outputs.shape), service_s

@@ -1,23 +1,17 @@
-"""`mlws`: the command line. Each subcommand parses, validates, and delegates.
-
-User mistakes (unknown names, bad values, missing files) print one line to
-stderr and exit 2; nothing here shows a traceback for them.
-"""
+"""`mlws models`, `mlws export-onnx` and `mlws profile`: the catalogue, its exports, its timings."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import sys
 import time
-from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
-from backends.base import check_choice
+from backends.base import DEVICES, check_choice
 
-
-class UsageError(ValueError):
-    """A mistake in the command line or its inputs: reported in one line, exit 2."""
+if TYPE_CHECKING:
+    from workloads.registry import Workload
 
 
 def csv_list(value: str) -> list[str]:
@@ -47,30 +41,46 @@ def default_threads() -> int:
 # --- models -------------------------------------------------------------------------------
 
 
+def listed_workloads(onnx_files: list[str]) -> list[Workload]:
+    """The built-in workloads, then one per user ONNX file (nothing is registered).
+
+    Two different files that would share a name is a ValueError naming both.
+    """
+    from workloads.registry import get_workload, onnx_file_workload, workload_names
+
+    listed = [get_workload(name) for name in workload_names()]
+    seen: dict[str, Workload] = {}
+    for path in onnx_files:
+        workload = onnx_file_workload(path)
+        earlier = seen.get(workload.name)
+        if earlier is not None and earlier.onnx_file != workload.onnx_file:
+            raise ValueError(
+                f"workload name {workload.name!r} is given by both {earlier.onnx_file} and "
+                f"{workload.onnx_file}; rename one of the files"
+            )
+        if earlier is None:
+            seen[workload.name] = workload
+            listed.append(workload)
+    return listed
+
+
+def _model_row(workload: Workload) -> dict[str, Any]:
+    spec = workload.spec
+    return {
+        "name": workload.name,
+        "param_count": spec.param_count,
+        "input_shape": list(spec.input_shape),
+        "input_dtype": spec.input_dtype,
+        "output_shape": list(spec.output_shape),
+        "token_base": spec.token_base,
+        "tokens_per_sample": 4,
+        "fp16_factor": 0.7,
+        "flops_per_sample": spec.flops_per_sample,
+    }
+
+
 def cmd_models(args: argparse.Namespace) -> int:
-    from workloads.registry import get_workload, workload_names
-
-    if args.onnx:
-        from workloads.registry import register_onnx_file
-
-        for path in args.onnx:
-            register_onnx_file(path)
-    rows = []
-    for name in workload_names():
-        spec = get_workload(name).spec
-        rows.append(
-            {
-                "name": name,
-                "param_count": spec.param_count,
-                "input_shape": list(spec.input_shape),
-                "input_dtype": spec.input_dtype,
-                "output_shape": list(spec.output_shape),
-                "token_base": spec.token_base,
-                "tokens_per_sample": 4,
-                "fp16_factor": 0.7,
-                "flops_per_sample": spec.flops_per_sample,
-            }
-        )
+    rows = [_model_row(w) for w in listed_workloads(args.onnx or [])]
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
@@ -113,19 +123,20 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    from backends.devices import resolve_device, torch_cuda_available
-    from backends.registry import backend_names
+    from backends.devices import resolve_device
+    from backends.registry import backend_names, cuda_available
     from predictor.profiler import ProfileSettings, profile_to_csv
     from workloads.registry import get_workload
 
     workloads = list(args.workloads) + (["vit_b_16"] if args.vit else [])
     for w in workloads:
         get_workload(w)
-    for b in args.backends:
+    backends = args.backends or backend_names()
+    for b in backends:
         check_choice("backend", b, backend_names())
-    for p in args.precisions:
-        # Fail before any model is loaded or any file written.
-        resolve_device(args.device, p, torch_cuda_available())
+        for p in args.precisions:
+            # Fail before any model is loaded or any file written.
+            resolve_device(args.device, p, cuda_available(b))
     settings = ProfileSettings(
         warmup=args.warmup,
         min_repeats=args.repeats,
@@ -135,7 +146,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     rows = profile_to_csv(
         args.out,
         workloads,
-        args.backends,
+        backends,
         args.precisions,
         args.batch_sizes,
         args.threads,
@@ -152,7 +163,9 @@ def add_profile_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("profile", help="measure latency and memory per model/backend/batch")
     p.add_argument("--workloads", type=csv_list, default=["resnet18", "resnet50"])
     p.add_argument("--vit", action="store_true", help="also profile ViT-B/16 (slow on CPU)")
-    p.add_argument("--backends", type=csv_list, default=["pytorch", "onnx"])
+    p.add_argument(
+        "--backends", type=csv_list, default=None, help="default: every registered backend"
+    )
     p.add_argument("--precisions", type=csv_list, default=["fp32"])
     p.add_argument("--batch-sizes", type=int_list, default=[1, 2, 4, 8, 16, 32])
     p.add_argument(
@@ -161,7 +174,7 @@ def add_profile_parser(sub: argparse._SubParsersAction) -> None:
         default=[default_threads()],
         help="intra-op thread counts to try (default: cores ÷ 2 lanes)",
     )
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5, help="minimum measured runs")
     p.add_argument("--min-time", type=float, default=0.5, help="minimum seconds measured")
@@ -172,15 +185,8 @@ def add_profile_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_profile)
 
 
-# --- parser -------------------------------------------------------------------------------
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="mlws", description="ML Workload Scheduler: SLO-aware inference serving"
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def add_workload_parsers(sub: argparse._SubParsersAction) -> None:
+    """Add `mlws models`, `mlws export-onnx` and `mlws profile`."""
     p = sub.add_parser("models", help="list workloads with parameters, input and token cost")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--onnx", action="append", metavar="FILE", help="also list a user ONNX file")
@@ -195,35 +201,3 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export_onnx)
 
     add_profile_parser(sub)
-    for add in _plugin_parsers():
-        add(sub)
-    return parser
-
-
-def _plugin_parsers() -> list[Callable[[argparse._SubParsersAction], None]]:
-    from loadgen.cli import add_capacity_parser, add_compare_parser, add_experiment_parser
-    from loadgen.locust_report import add_locust_report_parser
-    from predictor.cli import add_predictor_parser
-    from server.serve import add_serve_parser
-
-    return [
-        add_experiment_parser,
-        add_compare_parser,
-        add_capacity_parser,
-        add_serve_parser,
-        add_predictor_parser,
-        add_locust_report_parser,
-    ]
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args))
-    except (ValueError, FileNotFoundError, UsageError) as exc:
-        print(f"mlws {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

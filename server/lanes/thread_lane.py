@@ -13,15 +13,8 @@ import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
-from server.lanes import (
-    LaneBatch,
-    LaneError,
-    LaneResult,
-    RunnerSet,
-    WorkerSpec,
-    split_outputs,
-    timed_run,
-)
+from server.lanes.base import LaneBatch, LaneError, LaneResult, WorkerSpec
+from server.lanes.runners import RunnerSet, split_outputs, timed_run
 
 log = logging.getLogger("mlws.lanes")
 
@@ -35,7 +28,7 @@ class ThreadLane:
         self.index = spec.lane
         self.spec = spec
         self.ready = False
-        self.busy = False
+        self.running: int | None = None
         self.restarts = 0
         self.error: str | None = None
         self._runners = RunnerSet(spec)
@@ -64,14 +57,14 @@ class ThreadLane:
         try:
             return await loop.run_in_executor(self._executor, self._run_sync, batch)
         finally:
-            self.busy = False
+            self.running = None
 
     def _run_sync(self, batch: LaneBatch) -> LaneResult:
-        self.busy = True  # on the lane thread: busy means running, not merely queued
+        self.running = batch.dispatch_id  # on the lane thread: running, not merely queued
         runners = self._runners  # abort() may swap in new runners while this one runs
         inputs = runners.assemble(batch.key[0], batch.parts)
         outputs, service_s = timed_run(runners, batch.key, inputs)
-        return LaneResult(split_outputs(outputs, [c for _, _, c in batch.parts]), service_s)
+        return LaneResult(split_outputs(outputs, batch.counts), service_s)
 
     async def abort(self, reason: str) -> None:
         """Replace a lane stuck in a dispatch: a fresh thread with fresh runners.

@@ -1,0 +1,92 @@
+"""One running gateway's state, whatever protocol reaches it.
+
+`build_gateway(config)` wires the components (catalogue, scheduler, lanes,
+dispatcher, metrics); the HTTP app (server/app.py) and the gRPC server
+(server/grpc_v2/) both read this object, and nothing here knows about either.
+Start-up (check, export, load, calibrate) is server/startup.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from dataclasses import dataclass, field
+
+from scheduling.scheduler import Scheduler
+from server.catalogue import ServedModels
+from server.config import GatewayConfig
+from server.dispatcher import Dispatcher
+from server.lanes.build import build_pool
+from server.lanes.pool import LaneWorkers
+from server.metrics import GatewayMetrics
+from server.service_times import load_service_models
+from server.stats import SlidingWindowStats
+from server.watchdog import Watchdog
+
+
+@dataclass
+class Gateway:
+    """One running gateway's state (app.state.gateway)."""
+
+    config: GatewayConfig
+    #: The one catalogue of served models.
+    models: ServedModels
+    scheduler: Scheduler
+    pool: LaneWorkers
+    dispatcher: Dispatcher
+    metrics: GatewayMetrics
+    stats: SlidingWindowStats
+    #: starting → checking → exporting → loading → calibrating → ready (or failed).
+    phase: str = "starting"
+    #: Why start-up failed (phase "failed"): one line, shown by /readyz and /stats.
+    error: str | None = None
+    loader: asyncio.Task[None] | None = None
+    ids: itertools.count[int] = field(default_factory=itertools.count)
+
+    @property
+    def ready(self) -> bool:
+        """Every lane loaded and warmed, and not shutting down."""
+        return self.phase == "ready" and self.pool.ready and not self.dispatcher.draining
+
+    @property
+    def accepting(self) -> bool:
+        """Whether inference requests are taken: started up and not shutting down.
+
+        A lane restarting after a worker crash does not stop admission: its
+        dispatches wait for the new worker, the other lanes keep serving.
+        """
+        return self.phase == "ready" and not self.dispatcher.draining
+
+    def not_ready_reason(self) -> str:
+        """Why /readyz is 503."""
+        if self.dispatcher.draining:
+            return "server is shutting down"
+        if self.phase == "failed":
+            return self.error or "start-up failed"
+        if self.phase == "ready":
+            down = [str(lane.index) for lane in self.pool.lanes if not lane.ready]
+            return f"lane(s) {', '.join(down)} restarting"
+        return f"not ready: {self.phase} models"
+
+    def begin_drain(self) -> None:
+        """Shutdown has begun (uvicorn got SIGTERM): drain within drain_timeout_s."""
+        self.dispatcher.begin_drain(self.config.drain_timeout_s)
+
+
+def build_gateway(config: GatewayConfig) -> Gateway:
+    """Every component of one gateway, not started."""
+    models = ServedModels.from_config(config)
+    metrics = GatewayMetrics()
+    for name in models.names():
+        metrics.register_model(name)
+    stats = SlidingWindowStats(config.stats_window_s)
+    service = load_service_models(config, models.specs(), metrics)
+    tokens = {m.name: m.spec.token_base for m in models}
+    scheduler = Scheduler(config.scheduler, tokens, service)
+    pool = build_pool(config, models.workloads(), scheduler)
+    threads = [lane.spec.threads for lane in pool.lanes]
+    watchdog = Watchdog(config.lanes.watchdog_min_s, config.lanes.watchdog_factor)
+    dispatcher = Dispatcher(
+        scheduler, pool, metrics, stats, service, lane_threads=threads, watchdog=watchdog
+    )
+    return Gateway(config, models, scheduler, pool, dispatcher, metrics, stats)

@@ -1,0 +1,79 @@
+"""From the gateway config to its lanes: what each worker loads, and a lane of each
+group's kind per configured lane (not started).
+
+The models come from the caller's catalogue (name → `Workload`), so workers get
+the very objects the gateway serves and register nothing anywhere; how many
+samples a dispatch may carry, the size lanes warm up at and size their shared
+memory for, is asked of the scheduling core.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from server.lanes.base import Lane, RunnerSpec, WorkerSpec
+from server.lanes.pool import LaneWorkers
+from server.lanes.process_lane import ProcessLane
+from server.lanes.thread_lane import ThreadLane
+from workloads.registry import Workload
+
+if TYPE_CHECKING:
+    from scheduling.scheduler import Scheduler
+    from server.config import GatewayConfig
+
+
+def runner_specs(
+    config: GatewayConfig, workloads: Mapping[str, Workload], scheduler: Scheduler
+) -> tuple[RunnerSpec, ...]:
+    """One RunnerSpec per configured model × backend × precision."""
+    return tuple(
+        RunnerSpec(
+            workload=workloads[model.name],
+            backend=backend,
+            precision=precision,
+            max_samples=scheduler.largest_dispatch(model.name, precision),
+            weights=model.weights,
+        )
+        for model in config.models
+        for backend in model.backends
+        for precision in model.precisions
+    )
+
+
+def worker_specs(
+    config: GatewayConfig, workloads: Mapping[str, Workload], scheduler: Scheduler
+) -> list[WorkerSpec]:
+    """One WorkerSpec per lane, lane groups in order (the core numbers lanes so too)."""
+    runners = runner_specs(config, workloads, scheduler)
+    out = []
+    for group in config.scheduler.groups():
+        for _ in range(group.count):
+            out.append(
+                WorkerSpec(
+                    lane=len(out),
+                    runners=runners,
+                    threads=config.lanes.threads(group),
+                    device=config.device,
+                    seed=config.seed,
+                    onnx_dir=config.onnx_dir,
+                    group=group.name,
+                    priority=group.priority,
+                    plugins=config.plugins,
+                )
+            )
+    return out
+
+
+def build_pool(
+    config: GatewayConfig, workloads: Mapping[str, Workload], scheduler: Scheduler
+) -> LaneWorkers:
+    """The configured lanes (not started), each of its group's kind (or lanes.kind)."""
+    kinds = {g.name: g.kind or config.lanes.kind for g in config.scheduler.groups()}
+    lanes: list[Lane] = []
+    for worker in worker_specs(config, workloads, scheduler):
+        if kinds[worker.group] == "process":
+            lanes.append(ProcessLane(worker, config.lanes.start_timeout_s))
+        else:
+            lanes.append(ThreadLane(worker))
+    return LaneWorkers(lanes)
