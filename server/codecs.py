@@ -81,7 +81,7 @@ def _check_dtype(dtype: str | None, field: str) -> None:
     )
 
 
-def _check_shape(shape: Sequence[int], field: str) -> tuple[int, ...]:
+def check_shape(shape: Sequence[int], field: str) -> tuple[int, ...]:
     dims = tuple(shape)
     if not 1 <= len(dims) <= MAX_DIMS:
         raise InputError(field, f"shape must have 1 to {MAX_DIMS} dimensions, got {len(dims)}")
@@ -96,7 +96,7 @@ def _check_shape(shape: Sequence[int], field: str) -> tuple[int, ...]:
 def decode_raw(raw: bytes, shape: Sequence[int], field: str, what: str = "the body") -> np.ndarray:
     """Raw little-endian float32 bytes as an array of `shape` (checked): the binary body of
     POST /infer, a KServe v2 binary input, a gRPC `raw_input_contents` entry."""
-    return _from_wire_bytes(raw, _check_shape(shape, field), field, what)
+    return _from_wire_bytes(raw, check_shape(shape, field), field, what)
 
 
 def _from_wire_bytes(raw: bytes, dims: tuple[int, ...], field: str, what: str) -> np.ndarray:
@@ -118,7 +118,7 @@ def decode_b64_tensor(data: str, shape: Sequence[int], dtype: str = "float32") -
     ("inputs.data").
     """
     _check_dtype(dtype, "inputs.dtype")
-    dims = _check_shape(shape, "inputs.shape")
+    dims = check_shape(shape, "inputs.shape")
     try:
         raw = base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError) as exc:
@@ -172,7 +172,7 @@ def parse_shape_header(header: str | None) -> tuple[int, ...]:
             f"header X-Shape must be comma-separated positive integers like '32,3,224,224', "
             f"got {echo(header)}",
         )
-    return _check_shape(dims, "X-Shape")
+    return check_shape(dims, "X-Shape")
 
 
 def decode_binary(
@@ -219,7 +219,7 @@ def _decode_npy(body: bytes) -> np.ndarray:
         raise InputError(
             "body", f".npy array has dtype {dtype.str!r} ({dtype}); only float32 is accepted"
         )
-    dims = _check_shape(shape, "body")
+    dims = check_shape(shape, "body")
     offset = stream.tell()
     expected = math.prod(dims) * 4
     if len(body) - offset != expected:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 import struct
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -216,19 +216,30 @@ def _split(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     return body[:size], body[size:]
 
 
-def _input_array(inputs: list[V2Input], binary: bytes, model: str) -> np.ndarray:
-    """The one input as an array of its declared shape (JSON data or binary bytes)."""
+def check_input(model: str, inputs: Sequence[Any]) -> str:
+    """What every v2 protocol checks of a request's input tensors (the JSON model's or the
+    gRPC message's: both have name, datatype, parameters): exactly one, named
+    `INPUT_NAME`, FP32, not in shared memory. Returns the input's field path."""
     if len(inputs) != 1 or inputs[0].name != INPUT_NAME:
         names = echo([t.name for t in inputs])
-        raise InputError("inputs", f"model {model!r} takes one input {INPUT_NAME!r}, got {names}")
+        raise InputError(
+            "inputs", f"model {echo(model)} takes one input {INPUT_NAME!r}, got {names}"
+        )
     tensor, where = inputs[0], "inputs.0"
     if tensor.datatype != "FP32":
         raise InputError(
             f"{where}.datatype",
-            f"datatype {echo(tensor.datatype)} is not supported; model {model!r} takes FP32",
+            f"datatype {echo(tensor.datatype)} is not supported; model {echo(model)} takes FP32",
         )
     if "shared_memory_region" in tensor.parameters:
         raise InputError(f"{where}.parameters", "shared-memory inputs are not supported")
+    return where
+
+
+def _input_array(inputs: list[V2Input], binary: bytes, model: str) -> np.ndarray:
+    """The one input as an array of its declared shape (JSON data or binary bytes)."""
+    where = check_input(model, inputs)
+    tensor = inputs[0]
     count = math.prod(tensor.shape)
     size = tensor.parameters.get("binary_data_size")
     if size is None:

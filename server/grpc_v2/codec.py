@@ -19,17 +19,17 @@ from typing import Any
 import numpy as np
 from google.protobuf.message import Message
 
-from server.codecs import MAX_DIM, MAX_DIMS, InputError, decode_raw
+from server.codecs import InputError, check_shape, decode_raw
 from server.echo import echo
 from server.errors import UnknownModel
 from server.grpc_v2.messages import ModelInferResponse, WideInferParameter
 from server.kserve_codec import (
-    INPUT_NAME,
     MODEL_VERSION,
     OUTPUT_NAME,
     V2Decoded,
     WantedOutput,
     answer_parameters,
+    check_input,
     class_and_slo,
     output_tensor,
     runner_options,
@@ -81,21 +81,9 @@ def decode_infer(request: Any, sample_shape: tuple[int, ...]) -> V2Decoded:
 
 def input_array(request: Any) -> np.ndarray:
     """The one input as a float32 array of its declared shape."""
-    model, inputs = request.model_name, request.inputs
-    if len(inputs) != 1 or inputs[0].name != INPUT_NAME:
-        names = echo([t.name for t in inputs])
-        raise InputError(
-            "inputs", f"model {echo(model)} takes one input {INPUT_NAME!r}, got {names}"
-        )
-    tensor, where = inputs[0], "inputs.0"
-    if tensor.datatype != "FP32":
-        raise InputError(
-            f"{where}.datatype",
-            f"datatype {echo(tensor.datatype)} is not supported; model {echo(model)} takes FP32",
-        )
-    if "shared_memory_region" in tensor.parameters:
-        raise InputError(f"{where}.parameters", "shared-memory inputs are not supported")
-    dims = _dims(tensor.shape, f"{where}.shape")
+    where = check_input(request.model_name, request.inputs)
+    tensor = request.inputs[0]
+    dims = check_shape(list(tensor.shape), f"{where}.shape")
     raw = request.raw_input_contents
     if raw:
         if tensor.HasField("contents"):
@@ -116,16 +104,6 @@ def input_array(request: Any) -> np.ndarray:
             f"fp32_contents has {len(values)} values; shape {list(dims)} needs {count}",
         )
     return np.asarray(values, dtype=np.float32).reshape(dims)
-
-
-def _dims(shape: Any, where: str) -> tuple[int, ...]:
-    dims = tuple(shape)
-    if not 1 <= len(dims) <= MAX_DIMS or not all(1 <= d <= MAX_DIM for d in dims):
-        raise InputError(
-            where,
-            f"shape must have 1 to {MAX_DIMS} dimensions of 1 to {MAX_DIM}, got {echo(list(dims))}",
-        )
-    return dims
 
 
 def wanted_outputs(request: Any) -> tuple[WantedOutput, ...]:
