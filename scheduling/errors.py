@@ -70,3 +70,15 @@ class PredictedLate(SchedulingError):
             f"{self.slo * 1e3:.0f} ms deadline; the work ahead of it drains in about "
             f"{drain * 1e3:.0f} ms"
         )
+
+
+class NoLane(SchedulingError):
+    """The lane group that runs the job's class has no lane left (its nodes left)."""
+
+    def __init__(self, job_class: str, group: str) -> None:
+        self.job_class = job_class
+        self.group = group
+        super().__init__(
+            f"no lane of group {group!r} (class {job_class!r}) is in the cluster: "
+            "every node running one has left; retry once a node joins"
+        )

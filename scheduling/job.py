@@ -105,6 +105,8 @@ class Dispatch:
     start: float
     #: Index of the lane group `lane` belongs to.
     group: int = 0
+    #: Whether this is the one retry of a dispatch whose lane was lost.
+    retried: bool = False
 
     @property
     def samples(self) -> int:

@@ -70,9 +70,9 @@ class LaneGroup:
         self._rate_at = now
         return self._rate
 
-    def load(self, rate: float, service_s: float) -> float:
-        """Offered load of `rate` jobs/s of `service_s` each on this group's lanes."""
-        return rate * service_s / self.config.count
+    def load(self, rate: float, service_s: float, lanes: int) -> float:
+        """Offered load of `rate` jobs/s of `service_s` each on this group's `lanes` lanes."""
+        return rate * service_s / max(1, lanes)
 
     def largest(self, workload: str, precision: str) -> int:
         """Most samples one dispatch of `workload` may carry before the budget: the

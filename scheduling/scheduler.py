@@ -44,23 +44,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from scheduling.admission import Estimate, check_admission, chunk_times, forecast
-from scheduling.config import ClassAdmission, LaneGroupConfig, SchedulerConfig
-from scheduling.errors import JobTooLarge, QueueFull
+from scheduling.config import ClassAdmission, SchedulerConfig
+from scheduling.errors import JobTooLarge, NoLane, QueueFull
 from scheduling.job import JOB_CLASSES, Dispatch, Job, Outcome, Part
 from scheduling.lane_groups import LaneGroup, ServiceModels, model_for
-from scheduling.microbatch import GroupKey, MicroBatcher
+from scheduling.membership import Membership
+from scheduling.microbatch import MicroBatcher
+from scheduling.placement import Placement
 from scheduling.policies import make_policy
-from scheduling.resources import LanePool, TokenPool
 from scheduling.scheduler_counts import SchedulerCounts
-from scheduling.service_time import ServiceTimeModel
 from scheduling.tokens import token_cost
 
 #: Reason recorded on a job dropped by deadline-aware shedding.
 SHED_REASON = "cannot meet its deadline even if started now"
 
 
-class Scheduler(SchedulerCounts):
-    """Queue, policies, micro-batcher, token pool and lanes behind a few calls."""
+class Scheduler(SchedulerCounts, Membership):
+    """Queue, policies, micro-batcher, token pools and lanes behind a few calls."""
 
     def __init__(
         self,
@@ -77,19 +77,18 @@ class Scheduler(SchedulerCounts):
         ]
         self._group_of_class = {c: self._groups[i] for i, g in enumerate(groups) for c in g.classes}
         for group in self._groups:
-            # The policy sees its group as the whole machine: its lanes and budget.
-            view = config.model_copy(
-                update={
-                    "lanes": group.config.count,
-                    "max_dispatch_ms": group.config.max_dispatch_ms,
-                }
-            )
+            # The policy sees its group's dispatch budget (its live lanes: group_lanes).
+            view = config.model_copy(update={"max_dispatch_ms": group.config.max_dispatch_ms})
             group.policy = make_policy(config.policy, view, group.model)
         self._mb = MicroBatcher(config.microbatch)
-        self._lanes = LanePool([g.count for g in groups])
+        #: Lanes on nodes, tokens per node (scheduling/placement.py).
+        self._place = Placement([g.count for g in groups], config.tokens.capacity)
+        self._lanes = self._place.lanes
         #: Per lane, the (mean end, planning excess) of the dispatch it runs.
         self._lane_end: list[Estimate] = [(0.0, 0.0)] * self._lanes.size
-        self._tokens = TokenPool(config.tokens.capacity)
+        #: Per group, dispatches whose lane was lost, waiting for their one retry.
+        self._retries: list[list[tuple[Dispatch, str]]] = [[] for _ in groups]
+        self._failed: list[Job] = []
         self._limits = dict(config.queue_limit or {})
         self._admission = {c: config.class_admission(c) for c in JOB_CLASSES}
         self._queued: dict[str, int] = dict.fromkeys(JOB_CLASSES, 0)
@@ -123,7 +122,9 @@ class Scheduler(SchedulerCounts):
         if not solo_cap:
             base = self._bases[job.workload]
             tokens = token_cost(base, 1, job.precision)
-            raise JobTooLarge(job.workload, job.precision, tokens, self._tokens.capacity)
+            raise JobTooLarge(job.workload, job.precision, tokens, self._place.capacity)
+        if not self._lanes.counts[group.index]:
+            raise NoLane(job.job_class, group.config.name)
         limit = self._limits.get(job.job_class)
         if limit is not None and self._queued[job.job_class] >= limit:
             raise QueueFull(job.job_class, limit)
@@ -155,6 +156,8 @@ class Scheduler(SchedulerCounts):
         out: list[Dispatch] = []
         lanes = self._lanes
         for group in self._groups:
+            if self._retries[group.index] and not self._poll_retries(group, now, out):
+                return out  # a retry blocked on tokens: strict head of line
             while lanes.idle[group.index] and self._pending:
                 head = group.policy.pick(now, self)
                 if head is None:
@@ -169,9 +172,10 @@ class Scheduler(SchedulerCounts):
                     continue
                 samples = sum(count for _, count in picks)
                 tokens = token_cost(self._bases[head.workload], samples, head.precision)
-                if not self._tokens.fits(tokens):
+                lane = self._place.acquire(group.index, tokens)
+                if lane is None:
                     return out  # strict head of line, across groups: module docstring
-                out.append(self._commit(group, head, picks, tokens, now))
+                out.append(self._commit(group, head, picks, tokens, lane, now))
         return out
 
     def next_wakeup(self, now: float) -> float | None:
@@ -207,14 +211,7 @@ class Scheduler(SchedulerCounts):
         returned exactly once. Its other in-flight parts are ignored when they end.
         """
         self._release(dispatch, now)
-        failed: list[Job] = []
-        for part in dispatch.parts:
-            job = part.job
-            job.parts_in_flight -= 1
-            if job.outcome is None:
-                self._finish(job, now, "error", reason)
-                failed.append(job)
-        return failed
+        return self._fail_parts(dispatch.parts, now, reason)
 
     def cancel(self, job_id: int, now: float) -> Job | None:
         """The client of job `job_id` went away: drop what is still queued.
@@ -234,32 +231,6 @@ class Scheduler(SchedulerCounts):
         """Jobs shed since the last call (outcome "shed", end = when shed)."""
         shed, self._shed = self._shed, []
         return shed
-
-    # ------------------------------------------------------- read-only views
-
-    def lane_group(self, lane: int) -> LaneGroupConfig:
-        """The group lane `lane` belongs to."""
-        return self._groups[self._lanes.group_of[lane]].config
-
-    def service_model(self, job_class: str) -> ServiceTimeModel | None:
-        """The (memoised) service-time model of the group that runs `job_class`."""
-        group = self._group_of_class[job_class]
-        group.sync()
-        return group.model
-
-    def dispatch_caps(self, job_class: str, key: GroupKey) -> tuple[int, int]:
-        """(merged, alone): most samples of one dispatch of `key` on `job_class`'s lanes."""
-        group = self._group_of_class[job_class]
-        group.sync()
-        if key not in group.solo_caps:
-            group.learn(key)
-        return group.batch_caps[key], group.solo_caps[key]
-
-    def largest_dispatch(self, workload: str, precision: str) -> int:
-        """Most samples any dispatch of `workload` at `precision` may carry, on any lane
-        group and whatever its budget: what lanes warm up at and size buffers for. At
-        least 1 (a model of which not even one sample fits is refused at submit)."""
-        return max(1, self._groups[0].largest(workload, precision))
 
     # --------------------------------------------- QueueView, for policies
 
@@ -313,7 +284,9 @@ class Scheduler(SchedulerCounts):
         batchable = job.job_class in self._mb.classes
         cap = group.batch_caps[key] if batchable else group.solo_caps[key]
         own = group.estimates(key, job.remaining, cap, self.hop_s)
-        load = group.load(group.note_arrival(now), sum(mean for mean, _ in own))
+        load = group.load(
+            group.note_arrival(now), sum(mean for mean, _ in own), self._lanes.counts[group.index]
+        )
         # Light load: refusing only pays when another job takes the slot; refuse then
         # only what is late on average. Loaded: the class's quantile must meet it.
         scale = rules.excess_scale() if load >= rules.loaded else 0.0
@@ -321,7 +294,7 @@ class Scheduler(SchedulerCounts):
         lane_free = [
             (max(now, ends[lane][0]), ends[lane][1] * scale) if lanes.is_busy(lane) else (now, 0)
             for lane, g in enumerate(lanes.group_of)
-            if g == group.index
+            if g == group.index and lanes.is_live(lane)
         ]
         ahead: list[Estimate] = []
         for other in group.policy.ahead(job, now, self):
@@ -406,10 +379,15 @@ class Scheduler(SchedulerCounts):
         return all(end > job.deadline for job, _ in picks)
 
     def _commit(
-        self, group: LaneGroup, head: Job, picks: list[tuple[Job, int]], tokens: int, now: float
+        self,
+        group: LaneGroup,
+        head: Job,
+        picks: list[tuple[Job, int]],
+        tokens: int,
+        lane: int,
+        now: float,
     ) -> Dispatch:
-        """Take the planned samples off the queue and hand out a lane and tokens."""
-        lane = self._lanes.acquire(group.index)
+        """Take the planned samples off the queue onto `lane` (its tokens taken)."""
         did = self._next_dispatch_id
         self._next_dispatch_id = did + 1
         key = (head.workload, head.backend, head.precision)
@@ -432,19 +410,25 @@ class Scheduler(SchedulerCounts):
         dispatch = Dispatch(
             did, lane, head.workload, head.backend, head.precision, parts, tokens, now, group.index
         )
-        if group.model is not None:
-            samples = sum(count for _, count in picks)
-            mean = group.model.predict(*key, samples)
-            self._lane_end[lane] = (now + mean, max(0.0, group.model.plan(*key, samples) - mean))
-        self._tokens.take(tokens)
+        self._note_lane_end(group, dispatch, now)
         self._running[did] = dispatch
         return dispatch
+
+    def _note_lane_end(self, group: LaneGroup, dispatch: Dispatch, now: float) -> None:
+        """Predict when `dispatch` frees its lane (what admission forecasts from)."""
+        model = group.model
+        if model is not None:
+            key, samples = (
+                (dispatch.workload, dispatch.backend, dispatch.precision),
+                dispatch.samples,
+            )
+            mean = model.predict(*key, samples)
+            self._lane_end[dispatch.lane] = (now + mean, max(0.0, model.plan(*key, samples) - mean))
 
     def _release(self, dispatch: Dispatch, now: float) -> None:
         if self._running.pop(dispatch.id, None) is not dispatch:
             raise ValueError(f"dispatch {dispatch.id} is not running (completed twice?)")
-        self._lanes.release(dispatch.lane, now)
-        self._tokens.give(dispatch.tokens)
+        self._place.release(dispatch.lane, dispatch.tokens, now)
         self._groups[self._lanes.group_of[dispatch.lane]].last_end = now
 
     def _dequeue(self, job: Job) -> None:

@@ -44,14 +44,8 @@ class PolicySettings(Protocol):
 class QueueView(Protocol):
     """What a policy may read about the queue (the scheduler implements it)."""
 
-    @property
-    def token_capacity(self) -> int:
-        """Total tokens of the pool."""
-        ...
-
-    @property
-    def lanes(self) -> int:
-        """Lanes in the pool (busy or idle)."""
+    def group_lanes(self, job: Job) -> int:
+        """Live lanes of the group that runs `job`'s class (nodes join and leave)."""
         ...
 
     def ready(self, job: Job, now: float) -> bool:

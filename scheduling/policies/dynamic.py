@@ -78,14 +78,15 @@ class DynamicPolicy(ScanPolicy):
         if t > 0.0:
             score -= self._w_service * t / (t + self._scale)
         if self._w_tokens:
-            score -= self._w_tokens * view.dispatch_tokens(job, n) / view.token_capacity
+            # A dispatch holds tokens of one node: its share of a node's budget.
+            score -= self._w_tokens * view.dispatch_tokens(job, n) / self.config.tokens.capacity
         return score
 
     def _lost(self, job: Job, now: float, t: float, n: int, view: QueueView) -> bool:
         """Whether even starting now the job cannot end by its deadline: its
         remaining dispatches of n samples (t each) spread over every lane of its group."""
         dispatches = -(-job.remaining // n) if n else 1
-        rest = t * dispatches / self.config.lanes if dispatches > 1 else t
+        rest = t * dispatches / max(1, view.group_lanes(job)) if dispatches > 1 else t
         return now + rest > job.deadline
 
     def rank(self, job: Job, now: float, view: QueueView) -> tuple[float, float, int]:
