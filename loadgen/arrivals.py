@@ -114,18 +114,27 @@ def poisson_arrivals(
 
 
 def job_service_s(
-    model: ServiceTimeModel, config: ExperimentConfig, workload: str, backend: str, samples: int
+    model: ServiceTimeModel,
+    config: ExperimentConfig,
+    workload: str,
+    backend: str,
+    samples: int,
+    *,
+    hop_s: float = 0.0,
 ) -> float:
     """Service time of one job run alone, split as the scheduler would split it.
 
     A job larger than `scheduler.max_dispatch_samples` (m) runs as ⌊s/m⌋ parts
-    of m samples plus one part of the remainder.
+    of m samples plus one part of the remainder. With `hop_s`, each part also holds
+    its lane that long (a cluster's network hop).
     """
     m = config.scheduler.max_dispatch_samples or samples
     full, rest = divmod(samples, m)
     t = full * model.predict(workload, backend, config.precision, m) if full else 0.0
     if rest:
         t += model.predict(workload, backend, config.precision, rest)
+    if hop_s:
+        t += hop_s * (full + (1 if rest else 0))
     return t
 
 
@@ -140,8 +149,10 @@ def mean_job_service_s(
     (interactive_ratio) and sample counts s (batch_sizes[c]); T_c is
     `job_service_s` on the model of the lane group running class c. k_c is 1,
     or with `cpu` the group's threads per lane (CPU-seconds instead of seconds).
-    The distributions are finite, so this is exact.
+    Without `cpu`, T_c includes a cluster's network hop per dispatch (the lane is
+    held for it; the CPU is not). The distributions are finite, so this is exact.
     """
+    hop = 0.0 if cpu else config.cluster.network_ms / 1e3
     workloads, pw = _probabilities(config.workload_mix)
     backends, pb = _probabilities(config.backends)
     ratio = config.interactive_ratio
@@ -161,7 +172,7 @@ def mean_job_service_s(
                 assert of_class is not None
                 weight = (group.threads or 1) if cpu else 1
                 sizes, ps = dist.support()
-                times = [job_service_s(of_class, config, w, b, int(s)) for s in sizes]
+                times = [job_service_s(of_class, config, w, b, int(s), hop_s=hop) for s in sizes]
                 total += p_w * p_b * p_c * weight * float(np.dot(ps, times))
     return total
 
@@ -175,15 +186,22 @@ def capacity_jobs_per_s(config: ExperimentConfig, service_model: ServiceModels) 
     cores / E[S · threads] jobs/s. `load` is the arrival rate as a fraction of
     that. Micro-batching and token limits are ignored on purpose: merging can
     raise the real capacity above this and tokens can lower it, which is
-    exactly what the experiments measure.
+    exactly what the experiments measure. A cluster (`cluster.nodes`) has that
+    capacity on every node, and a network hop holds lanes longer: with cores, the
+    lanes may then saturate before the CPUs.
     """
     cores = config.cores()
     mean_s = mean_job_service_s(config, service_model, cpu=cores is not None)
     if mean_s <= 0:
         raise ValueError("the service model predicts zero service time: capacity is unbounded")
-    if cores is not None:
-        return min(cores, config.scheduler.lanes) / mean_s
-    return config.scheduler.lanes / mean_s
+    nodes = config.cluster.nodes  # identical nodes: lanes and cores are per node
+    lanes = config.scheduler.lanes
+    if cores is None:
+        return nodes * lanes / mean_s
+    per_node = min(cores, lanes) / mean_s
+    if config.cluster.network_ms:
+        per_node = min(per_node, lanes / mean_job_service_s(config, service_model))
+    return nodes * per_node
 
 
 def arrival_rate(config: ExperimentConfig, service_model: ServiceModels) -> float:

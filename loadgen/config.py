@@ -31,6 +31,7 @@ from pydantic import (
 
 from backends.base import PRECISIONS
 from backends.registry import backend_names
+from loadgen.cluster_config import ClusterConfig
 from scheduling.config_errors import ConfigError, KeyedError, parse_yaml, validate
 from scheduling.tokens import token_cost
 from serving.config import BackendName, PrecisionName, ServingConfig
@@ -315,6 +316,10 @@ class ExperimentConfig(ServingConfig):
         description="Lognormal sigma of each dispatch's service time (mean kept at 1).",
     )
     live: LiveConfig = Field(default_factory=LiveConfig, description="Live mode settings.")
+    cluster: ClusterConfig = Field(
+        default_factory=ClusterConfig,
+        description="Simulated nodes × lanes and the network hop (loadgen/cluster_config.py).",
+    )
 
     #: The YAML file the config came from, to resolve relative paths and name errors.
     _source: Path | None = PrivateAttr(None)

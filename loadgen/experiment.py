@@ -227,6 +227,7 @@ def simulate_run(
         cores=config.cores(),
         request_cpu_s=config.service_time.request_cpu_ms / 1e3,
         progress=progress,
+        topology=config.cluster.topology(),
     )
     wall_s = time.perf_counter() - started
     arrays = JobArrays.from_jobs(result.jobs)
@@ -238,12 +239,23 @@ def simulate_run(
         "dispatches": result.dispatches,
         "mean_dispatch_samples": samples / result.dispatches if result.dispatches else None,
         "sim_time_s": result.sim_time,
+        "topology": topology_summary(config),
     }
     if predictor_info is not None:
         extra["predictor"] = predictor_info
     window = max(config.duration_s, result.sim_time)
     summary = summarize(arrays, config.model_dump(mode="json"), window, extra=extra)
     return SimRun(result=result, arrays=arrays, summary=summary, wall_s=wall_s)
+
+
+def topology_summary(config: ExperimentConfig) -> dict[str, Any]:
+    """The simulated cluster for summary.json: nodes, lanes in all, network hop."""
+    cluster = config.cluster
+    return {
+        "nodes": cluster.nodes,
+        "lanes": cluster.nodes * config.scheduler.lanes,
+        "network_ms": cluster.network_ms,
+    }
 
 
 def make_run_id(config: ExperimentConfig, now: datetime | None = None) -> str:
@@ -393,7 +405,8 @@ def run_experiment(
     _write_results(config, run, out)
     if not quiet:
         print(
-            f"{config.name}: policy={config.scheduler.policy} lanes={config.scheduler.lanes} "
+            f"{config.name}: policy={config.scheduler.policy} "
+            f"lanes={config.scheduler.lanes * config.cluster.nodes} "
             f"rate={rate:.2f} jobs/s (load {rate / info['capacity_jobs_per_s']:.2f}) "
             f"jobs={len(arrivals)} {run.how}"
         )

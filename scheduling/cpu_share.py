@@ -3,7 +3,8 @@
 Two models of the machine under the lanes:
 
 - `IndependentLanes`: every lane has cores of its own; a dispatch ends exactly
-  its service time after it starts (the simulator's original model).
+  its service time after it starts (the simulator's original model), plus the
+  network hop of a lane on another node.
 - `SharedCores`: lanes share `cores` CPUs by OS priority, as the gateway runs
   them. A running dispatch has a lane with `threads` intra-op threads and a
   priority. Normal-priority dispatches get the CPU first: all at full speed
@@ -54,14 +55,20 @@ class Executor(Protocol):
 
 
 class IndependentLanes:
-    """Each lane on its own cores: end = start + service time."""
+    """Each lane on its own cores: end = start + service time (+ `hop_s`).
 
-    def __init__(self) -> None:
+    `hop_s` is the network round trip to a lane on another machine
+    (scheduling/sim_cluster.py): the lane is held that much longer.
+    """
+
+    def __init__(self, hop_s: float = 0.0) -> None:
         self._ends: list[tuple[float, int, Dispatch]] = []  # (end, seq, dispatch)
         self._seq = 0
+        self._hop = hop_s
 
     def start(self, dispatch: Dispatch, service_s: float, now: float) -> None:
-        heappush(self._ends, (now + service_s, self._seq, dispatch))
+        # Without a hop, `+ 0.0` is exact: one machine ends exactly as it always did.
+        heappush(self._ends, (now + service_s + self._hop, self._seq, dispatch))
         self._seq += 1
 
     def next_end(self) -> float:

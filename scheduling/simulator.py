@@ -4,7 +4,8 @@ Only the executor is swapped: the same `Scheduler` decides, and a lane "runs"
 a dispatch for the service model's prediction of its size, optionally times a
 seeded lognormal jitter. The loop jumps from event to event (next arrival,
 next completion, next batching-window end), so a million jobs take seconds and
-the result is identical for a given seed.
+the result is identical for a given seed. The lanes may be spread over a
+simulated cluster of nodes (scheduling/sim_cluster.py), still under one scheduler.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from scheduling.config import SchedulerConfig
-from scheduling.cpu_share import Executor, IndependentLanes, LaneCpu, SharedCores
+from scheduling.cpu_share import Executor
 from scheduling.errors import JobTooLarge, PredictedLate, QueueFull
 from scheduling.job import Dispatch, Job, JobClass
 from scheduling.lane_groups import ServiceModels, model_for
 from scheduling.scheduler import Scheduler
 from scheduling.service_time import ServiceTimeModel
+from scheduling.sim_cluster import ONE_MACHINE, Topology, cluster_executor, place_lanes
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,8 @@ def simulate(
     cores: float | None = None,
     request_cpu_s: float = 0.0,
     progress: Callable[[int, int], None] | None = None,
+    topology: Topology = ONE_MACHINE,
+    scheduler_class: type[Scheduler] = Scheduler,
 ) -> SimResult:
     """Run `arrivals` through a fresh Scheduler on a virtual clock.
 
@@ -119,11 +123,19 @@ def simulate(
 
     `progress` hears (arrivals submitted, total) about every 1 % of the arrivals,
     for a caller that shows how far a long run is (the simulator keeps no clock).
+
+    `topology` makes it a cluster (scheduling/sim_cluster.py): every lane group's
+    lanes on each of `topology.nodes` nodes, one scheduler over all of them, token
+    capacity and `cores` per node, the event loop's CPU on node-0, and every
+    dispatch `topology.network_s` longer (the hop to its node and back). One node
+    without network is the single machine, event for event. `scheduler_class` is
+    the scheduler to build, e.g. a subclass that times its calls.
     """
     if jitter < 0:
         raise ValueError(f"jitter must be >= 0, got {jitter}")
     belief = service_model if policy_model is None else policy_model
-    sched = Scheduler(config, token_bases, belief)
+    sched = scheduler_class(config, token_bases, belief)
+    layout = place_lanes(sched, config.groups(), topology.nodes)
     jobs = make_jobs(arrivals)
     groups = config.groups()
     rng = random.Random(seed)
@@ -132,24 +144,9 @@ def simulate(
     def service(d: Dispatch) -> float:
         return samplers[d.group](d)
 
-    executor = executor_for(config, cores)
+    executor = cluster_executor(layout, topology, cores)
     dispatches, end = _run(sched, jobs, service, executor, request_cpu_s, progress)
     return SimResult(jobs=jobs, dispatches=dispatches, sim_time=end)
-
-
-def executor_for(config: SchedulerConfig, cores: float | None) -> Executor:
-    """Independent lanes, or lanes sharing `cores` CPUs by their group's threads and priority.
-
-    A group without `threads` counts one thread per lane.
-    """
-    if cores is None:
-        return IndependentLanes()
-    lanes = [
-        LaneCpu(threads=g.threads or 1, priority=g.priority)
-        for g in config.groups()
-        for _ in range(g.count)
-    ]
-    return SharedCores(cores, lanes)
 
 
 def _service_sampler(
