@@ -157,7 +157,7 @@ class _Reading:
     samples: float
 
 
-class _Probe:
+class Probe:
     """The gateway's thread CPU and dispatch counters, read at both window edges."""
 
     def __init__(self, url: str, pid: int | None, lanes: int) -> None:
@@ -176,7 +176,7 @@ class _Probe:
         )
 
 
-async def closed_loop(url: str, shape: LoadShape, probe: _Probe) -> GatewayRun:
+async def closed_loop(url: str, shape: LoadShape, probe: Probe) -> GatewayRun:
     """`shape.concurrency` clients, each sending its next request when the last one answers."""
     spans: list[Busy] = []
     errors = 0
@@ -278,7 +278,7 @@ class Setup:
     runners: list[Runner]
     batch: np.ndarray
     url: str
-    probe: _Probe
+    probe: Probe
     others: OtherCpu
 
 
@@ -340,7 +340,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     reps: list[Repetition] = []
     with gateway(config, log=args.log) as url:
-        probe = _Probe(url, child_pid("-m mlws serve"), args.lanes)
+        probe = Probe(url, child_pid("-m mlws serve"), args.lanes)
         setup = Setup(args, runners, batch, url, probe, OtherCpu([probe.pid]))
         for rep in range(args.repeats):
             reps.append(run_repetition(setup, rep, variants))

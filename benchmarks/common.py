@@ -14,6 +14,7 @@ The raw baseline and the gateway are counted by the same rule.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -315,9 +316,9 @@ def open_loop(
 
 
 # --------------------------------------------------------- where the CPU goes
-def child_pid(marker: str) -> int | None:
-    """Pid of a child of this process whose command line contains `marker` (Linux only)."""
-    me = os.getpid()
+def _processes() -> dict[int, tuple[int, str]]:
+    """pid → (parent pid, command line) of every process (Linux /proc; empty elsewhere)."""
+    out: dict[int, tuple[int, str]] = {}
     for entry in Path("/proc").glob("[0-9]*"):
         try:
             stat = (entry / "stat").read_text()
@@ -325,9 +326,64 @@ def child_pid(marker: str) -> int | None:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
         except (OSError, ValueError, IndexError):
             continue
-        if ppid == me and marker in cmdline:
-            return int(entry.name)
-    return None
+        out[int(entry.name)] = (ppid, cmdline)
+    return out
+
+
+def child_pids(marker: str) -> list[int]:
+    """Pids of the children of this process whose command line contains `marker`, oldest
+    first (Linux only)."""
+    me = os.getpid()
+    found = [pid for pid, (ppid, cmd) in _processes().items() if ppid == me and marker in cmd]
+    return sorted(found, key=_start_ticks)
+
+
+def child_pid(marker: str) -> int | None:
+    """Pid of a child of this process whose command line contains `marker` (Linux only)."""
+    pids = child_pids(marker)
+    return pids[0] if pids else None
+
+
+def descendants(pid: int) -> list[int]:
+    """`pid` and every process below it: its children, theirs, ... (Linux only)."""
+    below: dict[int, list[int]] = {}
+    for child, (ppid, _) in _processes().items():
+        below.setdefault(ppid, []).append(child)
+    out, todo = [], [pid]
+    while todo:
+        out.append(todo.pop())
+        todo.extend(below.get(out[-1], []))
+    return out
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """The fields of /proc/PID/stat after the command name (raises OSError if gone)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def _start_ticks(pid: int) -> int:
+    """When `pid` started, in clock ticks after boot (0 if it is gone)."""
+    try:
+        return int(_stat_fields(pid)[19])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) `pid` has used; raises OSError if it is gone."""
+    fields = _stat_fields(pid)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_s(pid: int | None) -> float:
+    """CPU seconds used so far by `pid` and its live descendants (NaN without /proc)."""
+    if pid is None or not Path(f"/proc/{pid}").exists():
+        return float("nan")
+    total = 0.0
+    for p in descendants(pid):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            total += process_cpu_s(p)
+    return total
 
 
 def thread_cpu(pid: int | None) -> dict[int, float]:
@@ -389,9 +445,7 @@ class OtherCpu:
         try:
             fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
             ours = sum(os.times()[:2])
-            for pid in self.pids:
-                stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                ours += (int(stat[11]) + int(stat[12])) / self._tick
+            ours += sum(process_cpu_s(pid) for pid in self.pids)
         except (OSError, ValueError, IndexError):
             return None
         idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait

@@ -198,9 +198,28 @@ def lane_utilisation() -> ts_b.Panel:
         .min(0)
         .max(1)
         .with_target(
-            query(f"avg by (lane) (avg_over_time(mlws_lane_busy[{RATE}]))", "lane {{lane}}", "A")
+            query(
+                f"avg by (lane, node) (avg_over_time(mlws_lane_busy[{RATE}]))",
+                "lane {{lane}} on {{node}}",
+                "A",
+            )
         )
         .with_target(query(f"avg(avg_over_time(mlws_lane_busy[{RATE}]))", "all lanes", "B"))
+    )
+
+
+def lost_dispatches() -> ts_b.Panel:
+    return (
+        timeseries(
+            "Dispatches lost with a node",
+            "Dispatches whose lane went with its node (Ray lanes), per node lost: each is "
+            "retried once on another lane if its deadline allows, else its requests get 503.",
+            "ops",
+        )
+        .min(0)
+        .with_target(
+            query(f"sum by (node) (rate(mlws_lost_dispatches_total[{RATE}]))", "node {{node}}", "A")
+        )
     )
 
 
@@ -338,6 +357,7 @@ def build() -> dash_m.Dashboard:
         .with_row(dash_b.Row("Capacity"))
         .with_panel(tokens())
         .with_panel(lane_utilisation())
+        .with_panel(lost_dispatches())
         .with_panel(microbatch_heatmap())
         .with_panel(microbatch_mean())
         .with_row(dash_b.Row("Predictor"))

@@ -111,11 +111,12 @@ class LaneGroupConfig(BaseModel):
         "(SCHED_IDLE on Linux) use every core the normal ones leave idle and yield it at "
         "once when a normal lane, or the gateway's event loop, needs it.",
     )
-    kind: Literal["thread", "process"] | None = Field(
+    kind: Literal["thread", "process", "ray"] | None = Field(
         None,
-        description="Worker kind of the group's lanes (executor); None: the gateway's "
-        "lanes.kind. Low-priority lanes belong in processes: a low thread preempted while "
-        "it holds the interpreter lock would stall the event loop (priority inversion).",
+        description="Worker kind of the group's lanes (executor: thread, process or ray); "
+        "None: the gateway's lanes.kind. Low-priority lanes belong in processes (or Ray "
+        "actors): a low thread preempted while it holds the interpreter lock would stall the "
+        "event loop (priority inversion).",
     )
 
     @field_validator("classes")

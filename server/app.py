@@ -63,7 +63,11 @@ def create_app(config: GatewayConfig | None = None) -> FastAPI:
             gw.loader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await gw.loader
+            if gw.cluster is not None:
+                await gw.cluster.close()
             await gw.pool.close()
+            if gw.cluster is not None:
+                gw.cluster.disconnect()
             log.info("stopped")
 
     app = FastAPI(

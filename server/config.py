@@ -6,8 +6,8 @@ limits and access control. Left without lanes, it gets a layout sized to this
 machine (`default_lane_groups`) and bounded queues.
 
 Every problem is reported at once, one line each, as `file: dotted.key: what is
-wrong` (e.g. `gw.yaml: lanes.kind: Input should be 'thread' or 'process'`). An
-unknown key is an error listing the allowed ones, never a silent default.
+wrong` (e.g. `gw.yaml: lanes.kind: Input should be 'thread', 'process' or 'ray'`).
+An unknown key is an error listing the allowed ones, never a silent default.
 """
 
 from __future__ import annotations

@@ -15,6 +15,11 @@ views back to jobs.
 Every job ends through `_finish` exactly once — ok, failed, shed, cancelled or
 rejected — which records metrics and stats and resolves the waiting request's
 future: no future is left hanging, even when a worker dies mid-dispatch.
+
+Lanes come and go with the nodes of a cluster (server/cluster.py): a lane that
+left is removed from the core (`lane_left`), and a dispatch whose lane was lost
+with its node (`NodeLost`) goes back to the core, which retries it once on
+another lane if its deadline still allows, or fails its jobs (503 naming the node).
 """
 
 from __future__ import annotations
@@ -28,11 +33,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from scheduling.errors import JobTooLarge, PredictedLate, QueueFull
+from scheduling.errors import JobTooLarge, NoLane, PredictedLate, QueueFull
 from scheduling.job import JOB_CLASSES, Dispatch, Job, Part
 from scheduling.scheduler import Scheduler
 from server.errors import Unavailable
-from server.lanes.base import LaneBatch, LaneError, LaneResult
+from server.lanes.base import LaneBatch, LaneError, LaneResult, NodeLost
 from server.lanes.pool import LaneWorkers
 from server.loop_lag import LoopLag, monitor
 from server.metrics import GatewayMetrics
@@ -48,6 +53,7 @@ REJECTION_REASON: dict[type[Exception], str] = {
     PredictedLate: "predicted_late",
     QueueFull: "queue_full",
     JobTooLarge: "too_large",
+    NoLane: "unavailable",
 }
 
 
@@ -205,6 +211,23 @@ class Dispatcher:
                     waiter.future.set_result(JobResult(waiter.job, None, 0, aborted=reason))
         self._publish()
 
+    def lane_added(self, threads: int) -> None:
+        """A lane joined (the core and the pool have it, under the next index)."""
+        self.lane_threads.append(threads)
+        self._wake.set()
+        self._publish()
+
+    def lane_left(self, lane: int, reason: str) -> None:
+        """Lane `lane` left (its node died): the core no longer gives it work; a
+        dispatch it runs ends as its node loss says (`NodeLost`)."""
+        if not self.pool.retire(lane):
+            return
+        log.warning("lane %d left: %s", lane, reason)
+        self.scheduler.remove_lane(lane, self.clock())
+        self.metrics.forget_lane(lane)
+        self._wake.set()
+        self._publish()
+
     async def close(self) -> None:
         """Answer what is left, then stop the loop task and forget running dispatches."""
         self._draining = True
@@ -231,6 +254,8 @@ class Dispatcher:
                 for dispatch in self.scheduler.poll(now):
                     self._launch(dispatch)
                 self._flush_shed(now)
+                for job in self.scheduler.take_failed():  # retries with no time left
+                    self._finish(job, now)
                 wakeup = self.scheduler.next_wakeup(now)
             except Exception:
                 log.exception("scheduler failed; answering every waiting request")
@@ -260,7 +285,13 @@ class Dispatcher:
         try:
             result = await run_watched(self.pool, dispatch.lane, batch, self._limit_s(dispatch))
             _check_lengths(dispatch, result)
+        except NodeLost as exc:
+            self._lost(dispatch, exc)
         except Exception as exc:
+            if dispatch.lane in self.pool.retired:  # its node left first: whatever broke
+                node = self.scheduler.node_of(dispatch.lane)
+                self._lost(dispatch, NodeLost(dispatch.lane, node, str(exc)))
+                return
             reason = str(exc) if isinstance(exc, LaneError) else f"{type(exc).__name__}: {exc}"
             log.warning("dispatch %d on lane %d failed: %s", dispatch.id, dispatch.lane, reason)
             now = self.clock()
@@ -286,6 +317,16 @@ class Dispatcher:
             self._publish()
 
     # ----------------------------------------------------------- helpers
+    def _lost(self, dispatch: Dispatch, exc: NodeLost) -> None:
+        """`dispatch`'s lane went with its node: the lane leaves, the core retries the
+        dispatch once elsewhere or fails its jobs now."""
+        log.warning("dispatch %d lost with lane %d: %s", dispatch.id, dispatch.lane, exc)
+        self.metrics.count_lost_dispatch(exc.node)
+        self.lane_left(dispatch.lane, str(exc))
+        now = self.clock()
+        for job in self.scheduler.requeue(dispatch, now, str(exc)):
+            self._finish(job, now)
+
     def _limit_s(self, dispatch: Dispatch) -> float | None:
         """The watchdog's cut-off for `dispatch`, from its lane group's mean service time."""
         model = self.service_times[self.scheduler.lane_group(dispatch.lane).name]
@@ -320,8 +361,8 @@ class Dispatcher:
         for job_class in JOB_CLASSES:
             m.set_queue_depth(job_class, s.queue_depth(job_class))
         m.set_tokens(s.tokens_in_use, s.token_capacity)
-        for lane in range(s.lanes):
-            m.set_lane_busy(lane, s.lane_busy(lane))
+        for lane in s.live_lanes():
+            m.set_lane_busy(lane, s.node_of(lane), s.lane_busy(lane))
 
 
 def _check_lengths(dispatch: Dispatch, result: LaneResult) -> None:

@@ -21,7 +21,8 @@ else chooses a status.
 | PredictedLate (forecast past deadline)  | 429    | predicted_late  |
 | QueueFull                               | 429    | queue_full      |
 | shed (cannot meet its deadline)         | 503    | shed            |
-| worker died / lane failed               | 503    | worker_failed   |
+| worker died / lane failed / node lost   | 503    | worker_failed   |
+| NoLane (the class's lanes all left)     | 503    | unavailable     |
 | not ready, shutting down                | 503    | unavailable     |
 | start-up failed (/readyz)               | 503    | startup_failed  |
 | anything else (text only in the log)    | 500    | internal_error  |
@@ -46,7 +47,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from backends.base import ChoiceError
-from scheduling.errors import JobTooLarge, PredictedLate, QueueFull, UnknownWorkload
+from scheduling.errors import JobTooLarge, NoLane, PredictedLate, QueueFull, UnknownWorkload
 from scheduling.job import Job
 from server.codecs import InputError, TooLargeError
 from server.echo import clip
@@ -242,6 +243,8 @@ def _classify(exc: BaseException) -> tuple[int, ErrorBody, bool]:
         return 429, ErrorBody(error="queue_full", detail=str(exc), field="class"), True
     if isinstance(exc, JobTooLarge):
         return 413, ErrorBody(error="too_large", detail=str(exc), field="model"), False
+    if isinstance(exc, NoLane):
+        return 503, ErrorBody(error="unavailable", detail=str(exc)), True
     if isinstance(exc, UnknownWorkload):
         return 404, ErrorBody(error="unknown_model", detail=str(exc), field="model"), False
     if isinstance(exc, ChoiceError):

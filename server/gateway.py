@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from scheduling.scheduler import Scheduler
 from server.catalogue import ServedModels
+from server.cluster import ClusterMembership, build_membership
 from server.config import GatewayConfig
 from server.dispatcher import Dispatcher
 from server.lanes.build import build_pool
@@ -41,6 +42,8 @@ class Gateway:
     #: Why start-up failed (phase "failed"): one line, shown by /readyz and /stats.
     error: str | None = None
     loader: asyncio.Task[None] | None = None
+    #: With Ray lanes: lanes follow the cluster's nodes (server/cluster.py).
+    cluster: ClusterMembership | None = None
     ids: itertools.count[int] = field(default_factory=itertools.count)
 
     @property
@@ -64,7 +67,7 @@ class Gateway:
         if self.phase == "failed":
             return self.error or "start-up failed"
         if self.phase == "ready":
-            down = [str(lane.index) for lane in self.pool.lanes if not lane.ready]
+            down = [str(lane.index) for lane in self.pool.live() if not lane.ready]
             return f"lane(s) {', '.join(down)} restarting"
         return f"not ready: {self.phase} models"
 
@@ -89,4 +92,5 @@ def build_gateway(config: GatewayConfig) -> Gateway:
     dispatcher = Dispatcher(
         scheduler, pool, metrics, stats, service, lane_threads=threads, watchdog=watchdog
     )
-    return Gateway(config, models, scheduler, pool, dispatcher, metrics, stats)
+    cluster = build_membership(config, scheduler, pool, dispatcher)
+    return Gateway(config, models, scheduler, pool, dispatcher, metrics, stats, cluster=cluster)

@@ -60,6 +60,7 @@ class GatewayMetrics:
         self._models: set[str] = set()
         reg = self.registry
         self._create_request_metrics(reg)
+        self._create_lane_metrics(reg)
         self._create_admission_metrics(reg)
         self.auth_failures = self._auth_failures_counter()
         # Series without a model label exist from the start.
@@ -70,7 +71,7 @@ class GatewayMetrics:
         self._register(UNKNOWN_MODEL, with_latency=False)
 
     def _create_request_metrics(self, reg: CollectorRegistry) -> None:
-        """Latency histograms, queue and lane state, outcomes by request."""
+        """Latency histograms, queue and token state, outcomes by request."""
         self.request_duration = Histogram(
             "mlws_request_duration_seconds",
             "End-to-end latency of successful requests, arrival to completion.",
@@ -108,9 +109,6 @@ class GatewayMetrics:
         self.tokens_capacity = Gauge(
             "mlws_tokens_capacity", "Memory tokens available in total.", registry=reg
         )
-        self.lane_busy = Gauge(
-            "mlws_lane_busy", "1 while the lane runs a micro-batch, else 0.", ["lane"], registry=reg
-        )
         self.slo_violations = Counter(
             "mlws_slo_violations_total",
             "Finished jobs that did not complete ok within their SLO (late, shed, failed...).",
@@ -121,6 +119,25 @@ class GatewayMetrics:
             "mlws_requests_total",
             "Requests by final outcome.",
             ["model", "class", "outcome"],
+            registry=reg,
+        )
+
+    def _create_lane_metrics(self, reg: CollectorRegistry) -> None:
+        """Each lane's state, labelled by its node, and dispatches lost with a node."""
+        self.lane_busy = Gauge(
+            "mlws_lane_busy",
+            "1 while the lane runs a micro-batch, else 0; node: where the lane runs "
+            '("local": the gateway\'s machine).',
+            ["lane", "node"],
+            registry=reg,
+        )
+        # The node label each lane's series has now: a lane moved or gone loses its series.
+        self._lane_nodes: dict[int, str] = {}
+        self.lost_dispatches = Counter(
+            "mlws_lost_dispatches_total",
+            "Dispatches whose lane was lost with its node (each is retried once if its "
+            "deadline allows), by the node lost.",
+            ["node"],
             registry=reg,
         )
 
@@ -281,9 +298,24 @@ class GatewayMetrics:
         self.tokens_in_use.set(in_use)
         self.tokens_capacity.set(capacity)
 
-    def set_lane_busy(self, lane: int, busy: bool) -> None:
-        """Mark a lane busy (1) or idle (0)."""
-        self.lane_busy.labels(str(lane)).set(1 if busy else 0)
+    def set_lane_busy(self, lane: int, node: str, busy: bool) -> None:
+        """Mark a lane on `node` busy (1) or idle (0)."""
+        old = self._lane_nodes.get(lane)
+        if old != node:
+            if old is not None:
+                self.lane_busy.remove(str(lane), old)
+            self._lane_nodes[lane] = node
+        self.lane_busy.labels(str(lane), node).set(1 if busy else 0)
+
+    def forget_lane(self, lane: int) -> None:
+        """Lane `lane` left: its series goes."""
+        node = self._lane_nodes.pop(lane, None)
+        if node is not None:
+            self.lane_busy.remove(str(lane), node)
+
+    def count_lost_dispatch(self, node: str) -> None:
+        """A dispatch's lane was lost with `node`."""
+        self.lost_dispatches.labels(node).inc()
 
     def set_prediction_error(self, model: str, backend: str, group: str, ratio: float) -> None:
         """Set the predictor's latest relative error for a model on a backend and lane group."""

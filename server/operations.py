@@ -24,11 +24,14 @@ def add_operations_routes(app: FastAPI) -> None:
 
     @app.get("/v1/lanes", tags=["operations"])
     async def lanes(request: Request) -> dict[str, Any]:
-        """Per lane: its group, threads and OS priority, kind, worker pid, ready, busy
-        (the scheduler has it hold a dispatch), running (the dispatch its worker is
-        executing), restarts."""
+        """Per lane still in the pool: its group, node (the gateway's own machine is
+        "local"; on Ray, the node id), state (starting, ready, restarting, failed),
+        threads and OS priority, kind, worker pid, ready, busy (the scheduler has it
+        hold a dispatch), running (the dispatch its worker is executing), restarts.
+        A lane whose node left the cluster is gone from the list."""
         gw: Gateway = request.app.state.gateway
-        return {"lanes": gw.pool.describe(gw.scheduler.lane_busy), "ready": gw.pool.ready}
+        lanes = gw.pool.describe(gw.scheduler.lane_busy, gw.scheduler.node_of)
+        return {"lanes": lanes, "ready": gw.pool.ready}
 
     @app.get("/metrics", tags=["operations"], response_class=Response, responses=PROMETHEUS_TEXT)
     async def metrics(request: Request) -> Response:

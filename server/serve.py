@@ -139,7 +139,22 @@ def preflight(config: GatewayConfig) -> None:
                     resolve_device(config.device, precision, cuda)
                 except ValueError as exc:
                     raise ValueError(f"models.{i}.precisions: {exc}") from None
+    _check_ray(config)
     models = ServedModels.from_config(config)  # ValueError for an ONNX file it cannot read
     service_models = load_service_models(config, models.specs())
     # The same check the gateway's start-up makes, before anything is started.
     check_service_models(config, models.specs(), service_models)
+
+
+def _check_ray(config: GatewayConfig) -> None:
+    """ValueError (one line) if Ray lanes name a cluster nobody answers for."""
+    kinds = {g.kind or config.lanes.kind for g in config.scheduler.groups()}
+    address = config.lanes.ray.address
+    if "ray" not in kinds or address is None:
+        return
+    from server.lanes.ray_cluster import check_reachable  # Ray only for Ray lanes
+
+    try:
+        check_reachable(address)
+    except ConnectionError as exc:
+        raise ValueError(f"lanes.ray.address: {exc}") from None

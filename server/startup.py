@@ -94,12 +94,18 @@ async def _start_up(gw: Gateway) -> None:
     gw.phase = "exporting"
     await asyncio.to_thread(export_models, gw.config, gw.models.workloads())
     gw.phase = "loading"
+    if gw.cluster is not None:
+        await gw.cluster.place_at_start()
     await gw.pool.start()
     if gw.pool.error:
         raise StartupError(gw.pool.error)
+    if gw.cluster is not None:
+        gw.cluster.record_nodes()
     gw.phase = "calibrating"
     await _calibrate(gw)
     gw.phase = "ready"
+    if gw.cluster is not None:
+        gw.cluster.start()
     log.info("ready: %d lane(s), models %s", len(gw.pool.lanes), ", ".join(gw.models.names()))
 
 

@@ -27,6 +27,7 @@ from scheduling.config import LaneGroupConfig, SchedulerConfig
 from scheduling.config_errors import KeyedError
 from scheduling.job import DEFAULT_SLO_S, JobClass
 from serving.plugins import MODULE_NAME, PluginError, import_plugins
+from serving.ray_config import RayLanesConfig
 from workloads.registry import workload_names
 
 _FROZEN = ConfigDict(extra="forbid", frozen=True)
@@ -159,11 +160,12 @@ class LaneConfig(BaseModel):
         "share every class (threads_per_lane each). Left out: scheduler.lanes, or the lane "
         "groups' total.",
     )
-    kind: Literal["thread", "process"] = Field(
+    kind: Literal["thread", "process", "ray"] = Field(
         "thread",
         description="thread: a single-thread executor per lane in the server process; "
-        "process: a spawned worker process per lane, tensors via shared memory. A lane "
-        "group's own kind wins.",
+        "process: a spawned worker process per lane, tensors via shared memory; ray: a Ray "
+        "actor per lane on a node of a Ray cluster (lanes.ray), tensors via its object "
+        "store. A lane group's own kind wins.",
     )
     threads_per_lane: int | None = Field(
         None,
@@ -184,6 +186,9 @@ class LaneConfig(BaseModel):
     )
     watchdog_factor: float = Field(
         20.0, ge=1, description="Multiple of the predicted service time the watchdog allows."
+    )
+    ray: RayLanesConfig = Field(
+        default_factory=RayLanesConfig, description="The Ray cluster of ray lanes."
     )
 
     def threads(self, group: LaneGroupConfig) -> int:

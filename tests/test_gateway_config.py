@@ -18,7 +18,7 @@ from server.config import (
     parse_gateway_config,
 )
 from server.serve import preflight
-from tests.gateway_fixtures import REPO
+from tests.gateway_fixtures import REPO, free_port
 
 
 def test_the_embedded_default_serves_resnet18_on_onnx(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -94,7 +94,7 @@ def test_threads_per_lane_defaults_to_cores_over_lanes(monkeypatch: pytest.Monke
 @pytest.mark.parametrize(
     ("data", "needle"),
     [
-        ({"lanes": {"kind": "fiber"}}, "lanes.kind: Input should be 'thread' or 'process'"),
+        ({"lanes": {"kind": "fiber"}}, "lanes.kind: Input should be 'thread', 'process' or 'ray'"),
         ({"lanes": {"cuont": 2}}, "lanes.cuont: unknown key; allowed: count, kind"),
         ({"portt": 1}, "portt: unknown key; allowed: plugins, models, lanes, scheduler"),
         ({"models": [{"name": "tiny", "backend": "onnx"}]}, "models.0.backend: unknown key"),
@@ -156,7 +156,8 @@ def test_mlws_serve_with_a_bad_config_exits_2_naming_the_key(
     path.write_text("lanes:\n  kind: fiber\n")
     assert cli_main(["serve", "--config", str(path)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == f"mlws serve: error: {path}: lanes.kind: Input should be 'thread' or 'process'"
+    expected = "lanes.kind: Input should be 'thread', 'process' or 'ray'"
+    assert err == f"mlws serve: error: {path}: {expected}"
 
 
 def test_mlws_serve_exit_code_from_the_command_line(tmp_path: Path) -> None:
@@ -178,3 +179,17 @@ def test_preflight_refuses_what_a_worker_could_not_load(tmp_path: Path) -> None:
         with pytest.raises(ValueError, match=r"models.0.precisions: precision 'fp16' needs"):
             preflight(fp16)
     preflight(parse_gateway_config({"models": [{"name": "tiny"}]}))
+
+
+def test_preflight_refuses_a_ray_cluster_nobody_answers_for() -> None:
+    port = free_port()
+    config = parse_gateway_config(
+        {
+            "models": [{"name": "tiny"}],
+            "lanes": {"kind": "ray", "ray": {"address": f"127.0.0.1:{port}"}},
+        }
+    )
+    with pytest.raises(
+        ValueError, match=rf"lanes.ray.address: no Ray cluster answers at 127.0.0.1:{port}"
+    ):
+        preflight(config)

@@ -16,12 +16,12 @@ import pytest
 
 from predictor.online import OnlineServiceTime, ResidualCorrection
 from scheduling.config import SchedulerConfig
-from scheduling.errors import QueueFull
+from scheduling.errors import NoLane, QueueFull
 from scheduling.job import Job
 from scheduling.scheduler import Scheduler
 from server.dispatcher import Dispatcher, JobResult
 from server.errors import Unavailable
-from server.lanes.base import LaneBatch, LaneError, LaneResult
+from server.lanes.base import LaneBatch, LaneError, LaneResult, NodeLost
 from server.lanes.runners import split_outputs, write_rows
 from server.metrics import GatewayMetrics
 from server.service_times import ServiceTimes
@@ -35,11 +35,21 @@ class FakePool:
 
     def __init__(self, hook: Callable[[LaneBatch], Any] | None = None) -> None:
         self.batches: list[LaneBatch] = []
+        #: The lane each batch ran on, in order.
+        self.lanes: list[int] = []
         self.hook = hook
         self.gate: asyncio.Event | None = None
+        self.retired: set[int] = set()
+
+    def retire(self, lane: int) -> bool:
+        if lane in self.retired:
+            return False
+        self.retired.add(lane)
+        return True
 
     async def run(self, lane: int, batch: LaneBatch) -> LaneResult:
         self.batches.append(batch)
+        self.lanes.append(lane)
         if self.gate is not None:
             await self.gate.wait()
         if self.hook is not None:
@@ -222,3 +232,47 @@ def test_drain_refuses_new_jobs_and_the_timeout_answers_the_rest() -> None:
     running, queued = run(main)
     assert running.aborted and "drain timeout" in running.aborted
     assert queued.aborted and queued.job.outcome == "cancelled"
+
+
+def test_a_dispatch_lost_with_its_node_is_retried_on_another_lane() -> None:
+    lost: list[int] = []
+
+    def lose_first(batch: LaneBatch) -> None:
+        if not lost:
+            lost.append(batch.dispatch_id)
+            raise NodeLost(0, "node-a")
+
+    async def main() -> tuple[JobResult, Dispatcher, FakePool]:
+        pool = FakePool(lose_first)
+        d = make(pool, lanes=2)
+        d.start()
+        result = await d.submit(job(2, payload=rows(2, 5)))
+        await d.close()
+        return result, d, pool
+
+    result, d, pool = run(main)
+    assert result.job.outcome == "ok"
+    np.testing.assert_array_equal(result.outputs[:, 0], [5, 6])  # type: ignore[index]
+    assert pool.lanes == [0, 1] and pool.retired == {0}
+    assert d.scheduler.live_lanes() == [1]
+    families = d.metrics.render()[0].decode()
+    assert 'mlws_lost_dispatches_total{node="node-a"} 1.0' in families
+
+
+def test_a_dispatch_lost_twice_fails_with_the_node_named_and_no_lane_refuses() -> None:
+    def always(batch: LaneBatch) -> None:
+        raise NodeLost(batch.dispatch_id, f"node-{batch.dispatch_id}")
+
+    async def main() -> tuple[JobResult, Dispatcher]:
+        d = make(FakePool(always), lanes=2)
+        d.start()
+        result = await d.submit(job())
+        with pytest.raises(NoLane):  # both lanes left with their nodes
+            d.submit(job())
+        await d.close()
+        return result, d
+
+    result, d = run(main)
+    assert result.job.outcome == "error"
+    assert "node node-1 left the cluster" in (result.job.error or "")
+    assert d.scheduler.live_lanes() == [] and d.waiting == 0

@@ -20,7 +20,7 @@ FAMILIES: dict[str, tuple[str, set[str]]] = {
     "mlws_queue_depth": ("gauge", {"class"}),
     "mlws_tokens_in_use": ("gauge", set()),
     "mlws_tokens_capacity": ("gauge", set()),
-    "mlws_lane_busy": ("gauge", {"lane"}),
+    "mlws_lane_busy": ("gauge", {"lane", "node"}),
     "mlws_slo_violations": ("counter", {"class"}),
     "mlws_requests": ("counter", {"model", "class", "outcome"}),
     "mlws_predictor_error_ratio": ("gauge", {"model", "backend", "lane_group"}),
@@ -74,7 +74,7 @@ def value(metrics: GatewayMetrics, name: str, **labels: Any) -> float:
 def test_every_family_exists_with_its_labels() -> None:
     m = GatewayMetrics()
     m.register_model("tiny")
-    m.set_lane_busy(0, True)
+    m.set_lane_busy(0, "local", True)
     m.set_prediction_error("tiny", "onnxruntime", "default", 0.1)
     text, _ = m.render()
     families = {f.name: f for f in text_string_to_metric_families(text.decode())}
@@ -150,8 +150,8 @@ def test_count_request_batch_and_gauges() -> None:
     m.observe_batch("tiny", 32)
     m.set_queue_depth("interactive", 7)
     m.set_tokens(240, 1000)
-    m.set_lane_busy(0, True)
-    m.set_lane_busy(1, False)
+    m.set_lane_busy(0, "local", True)
+    m.set_lane_busy(1, "local", False)
     m.set_prediction_error("tiny", "onnxruntime", "default", -0.25)
     assert (
         value(m, "mlws_requests_total", model="tiny", outcome="invalid", **{"class": "batch"}) == 2
@@ -162,8 +162,8 @@ def test_count_request_batch_and_gauges() -> None:
     assert value(m, "mlws_queue_depth", **{"class": "interactive"}) == 7
     assert value(m, "mlws_tokens_in_use") == 240
     assert value(m, "mlws_tokens_capacity") == 1000
-    assert value(m, "mlws_lane_busy", lane=0) == 1
-    assert value(m, "mlws_lane_busy", lane=1) == 0
+    assert value(m, "mlws_lane_busy", lane=0, node="local") == 1
+    assert value(m, "mlws_lane_busy", lane=1, node="local") == 0
     error = value(
         m, "mlws_predictor_error_ratio", model="tiny", backend="onnxruntime", lane_group="default"
     )
@@ -236,3 +236,15 @@ def test_admission_series_count_rejections_sheds_forecasts_and_goodput() -> None
     assert value(m, "mlws_completion_ratio_count", **cls) == 1
     assert value(m, "mlws_completion_ratio_bucket", le="0.9", **cls) == 1
     assert value(m, "mlws_completion_ratio_bucket", le="0.8", **cls) == 0
+
+
+def test_a_lane_that_moves_or_leaves_loses_its_series() -> None:
+    m = GatewayMetrics()
+    m.set_lane_busy(0, "local", False)
+    m.set_lane_busy(0, "node-a", True)  # placed where its worker runs
+    m.set_lane_busy(1, "node-b", True)
+    m.forget_lane(1)  # its node left
+    m.count_lost_dispatch("node-b")
+    lanes = {k for k in samples(m) if k[0] == "mlws_lane_busy"}
+    assert lanes == {("mlws_lane_busy", frozenset({("lane", "0"), ("node", "node-a")}))}
+    assert value(m, "mlws_lost_dispatches_total", node="node-b") == 1

@@ -8,6 +8,9 @@ intra-op thread count, and runs one dispatch at a time. Its kind is a module:
 - `thread_lane`: a single-thread executor in the server process;
 - `process_lane`, `process_worker`, `messages`, `shm`: a spawned worker process,
   dataclass messages on its pipe, tensors through shared memory;
+- `ray_lane`, `ray_actor`, `ray_cluster`, `model_files`: a Ray actor on some
+  node of a Ray cluster, tensors (and the model files a node lacks) through Ray's
+  object store; the gateway's connection to the cluster;
 - `pool`: `LaneWorkers`, every lane as one pool; `build`: the configured lanes;
   `export`: ONNX export once, in the parent, before any worker starts.
 

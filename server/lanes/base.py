@@ -29,6 +29,17 @@ class WorkerDied(LaneError):
     """The lane's worker process exited (crash, OOM kill, SIGKILL)."""
 
 
+class NodeLost(LaneError):
+    """The lane's node left the cluster (it died or was removed): the lane is gone for
+    good, and its dispatch may be retried on another lane."""
+
+    def __init__(self, lane: int, node: str, detail: str = "") -> None:
+        self.lane = lane
+        self.node = node
+        why = f": {detail}" if detail else ""
+        super().__init__(f"lane {lane} lost: node {node} left the cluster{why}")
+
+
 @dataclass(frozen=True)
 class RunnerSpec:
     """One runner a worker loads: picklable, so it crosses to spawned workers."""

@@ -68,12 +68,35 @@ def worker_specs(
 def build_pool(
     config: GatewayConfig, workloads: Mapping[str, Workload], scheduler: Scheduler
 ) -> LaneWorkers:
-    """The configured lanes (not started), each of its group's kind (or lanes.kind)."""
+    """The configured lanes (not started), each of its group's kind (or lanes.kind);
+    joins (or starts) the Ray cluster first if any lane is a Ray lane."""
     kinds = {g.name: g.kind or config.lanes.kind for g in config.scheduler.groups()}
+    if "ray" in kinds.values():
+        # Imported only here: a gateway without Ray lanes never loads Ray.
+        from server.lanes.ray_cluster import connect
+
+        connect(config.lanes.ray.address)
     lanes: list[Lane] = []
     for worker in worker_specs(config, workloads, scheduler):
         if kinds[worker.group] == "process":
             lanes.append(ProcessLane(worker, config.lanes.start_timeout_s))
+        elif kinds[worker.group] == "ray":
+            lanes.append(ray_lane(config, worker))
         else:
             lanes.append(ThreadLane(worker))
     return LaneWorkers(lanes)
+
+
+def ray_lane(config: GatewayConfig, spec: WorkerSpec, node: str | None = None) -> Lane:
+    """A Ray lane for `spec` (not started) with the config's lanes.ray resources, pinned to
+    `node` (None: spread by Ray). The cluster must be joined first (build_pool does)."""
+    from server.lanes.ray_lane import RayLane
+
+    ray = config.lanes.ray
+    return RayLane(
+        spec,
+        node_wanted=node,
+        num_gpus=ray.num_gpus,
+        resources=ray.resources,
+        start_timeout_s=config.lanes.start_timeout_s,
+    )

@@ -1,14 +1,17 @@
-"""`LaneWorkers`: the gateway's lanes (thread or process workers) as one pool.
+"""`LaneWorkers`: the gateway's lanes (thread, process or Ray workers) as one pool.
 
 Not the scheduling core's `LanePool` (scheduling/resources.py), which only books
 lanes: which lane runs which dispatch is the core's decision and its state; this
-pool runs what the core decided, on the lane it named.
+pool runs what the core decided, on the lane it named. Lanes are indexed as the
+core numbers them: a lane added at run time (a node joined) is appended under the
+index the core gave it, and a lane that left (its node died) stays under its
+index, retired: it no longer counts for readiness or shows in /v1/lanes.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,15 +22,34 @@ from server.lanes.base import Lane, LaneBatch, LaneResult
 class LaneWorkers:
     """Every lane's worker, started in the background; `ready` once all have loaded."""
 
-    lanes: Sequence[Lane]
+    lanes: list[Lane]
     #: Why starting failed, if it did (shown by /readyz).
     error: str | None = None
+    #: Lanes that left (their node died): kept for their index, never run again.
+    retired: set[int] = field(default_factory=set)
     _started: bool = field(default=False, repr=False)
 
     @property
     def ready(self) -> bool:
-        """Whether every lane has loaded and warmed its runners."""
-        return self._started and all(lane.ready for lane in self.lanes)
+        """Whether every lane still in the pool has loaded and warmed its runners."""
+        return self._started and all(lane.ready for lane in self.live())
+
+    def live(self) -> list[Lane]:
+        """The lanes not retired, in index order."""
+        return [lane for lane in self.lanes if lane.index not in self.retired]
+
+    def add(self, lane: Lane) -> None:
+        """Append a started lane under the index the scheduling core gave it."""
+        if lane.index != len(self.lanes):
+            raise ValueError(f"lane {lane.index} added as lane {len(self.lanes)}")
+        self.lanes.append(lane)
+
+    def retire(self, index: int) -> bool:
+        """Lane `index` left; False if it had already."""
+        if index in self.retired:
+            return False
+        self.retired.add(index)
+        return True
 
     async def start(self) -> None:
         """Start every lane at once; records every failure in `error` (the gateway's
@@ -56,13 +78,18 @@ class LaneWorkers:
         """Stop every worker (and release shared memory)."""
         await asyncio.gather(*(lane.close() for lane in self.lanes), return_exceptions=True)
 
-    def describe(self, busy: Callable[[int], bool]) -> list[dict[str, Any]]:
-        """Per lane, for GET /v1/lanes; `busy(lane)`: whether the scheduling core has
-        the lane hold a dispatch (`Scheduler.lane_busy`)."""
+    def describe(
+        self, busy: Callable[[int], bool], node_of: Callable[[int], str]
+    ) -> list[dict[str, Any]]:
+        """Per lane still in the pool, for GET /v1/lanes; `busy(lane)`: whether the
+        scheduling core has the lane hold a dispatch (`Scheduler.lane_busy`), and
+        `node_of(lane)` the node the core places it on."""
         return [
             {
                 "lane": lane.index,
                 "group": lane.spec.group,
+                "node": node_of(lane.index),
+                "state": _state(lane),
                 "threads": lane.spec.threads,
                 "priority": lane.spec.priority,
                 "kind": lane.kind,
@@ -73,5 +100,14 @@ class LaneWorkers:
                 "restarts": lane.restarts,
                 "error": lane.error,
             }
-            for lane in self.lanes
+            for lane in self.live()
         ]
+
+
+def _state(lane: Lane) -> str:
+    """ready; starting (loading); restarting (a new worker after a crash); failed."""
+    if lane.ready:
+        return "ready"
+    if lane.error:
+        return "failed"
+    return "restarting" if lane.restarts else "starting"
