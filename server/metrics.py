@@ -305,6 +305,7 @@ class GatewayMetrics:
             if old is not None:
                 self.lane_busy.remove(str(lane), old)
             self._lane_nodes[lane] = node
+            self.lost_dispatches.labels(node)  # at zero from the start, per node with lanes
         self.lane_busy.labels(str(lane), node).set(1 if busy else 0)
 
     def forget_lane(self, lane: int) -> None:

@@ -248,3 +248,4 @@ def test_a_lane_that_moves_or_leaves_loses_its_series() -> None:
     lanes = {k for k in samples(m) if k[0] == "mlws_lane_busy"}
     assert lanes == {("mlws_lane_busy", frozenset({("lane", "0"), ("node", "node-a")}))}
     assert value(m, "mlws_lost_dispatches_total", node="node-b") == 1
+    assert value(m, "mlws_lost_dispatches_total", node="node-a") == 0  # a node with lanes
