@@ -269,6 +269,14 @@ def _input_array(inputs: list[V2Input], binary: bytes, model: str) -> np.ndarray
     return decode_raw(binary, tensor.shape, f"{where}.shape", "the binary input")
 
 
+def check_output_name(name: str, where: str) -> None:
+    """InputError unless `name` is the model's one output (any protocol's request)."""
+    if name != OUTPUT_NAME:
+        raise InputError(
+            f"{where}.name", f"unknown output {echo(name)}; the model has {OUTPUT_NAME!r}"
+        )
+
+
 def _wanted_outputs(request: V2Request) -> tuple[WantedOutput, ...]:
     default = _flag(request.parameters, "binary_data_output", "parameters", False)
     if not request.outputs:
@@ -276,10 +284,7 @@ def _wanted_outputs(request: V2Request) -> tuple[WantedOutput, ...]:
     wanted = []
     for i, out in enumerate(request.outputs):
         where = f"outputs.{i}"
-        if out.name != OUTPUT_NAME:
-            raise InputError(
-                f"{where}.name", f"unknown output {echo(out.name)}; the model has {OUTPUT_NAME!r}"
-            )
+        check_output_name(out.name, where)
         k = out.parameters.get("classification", 0)
         if isinstance(k, bool) or not isinstance(k, int) or k < 0:
             raise InputError(f"{where}.parameters.classification", f"not a class count: {echo(k)}")

@@ -30,6 +30,7 @@ from server.kserve_codec import (
     WantedOutput,
     answer_parameters,
     check_input,
+    check_output_name,
     class_and_slo,
     output_tensor,
     runner_options,
@@ -113,10 +114,7 @@ def wanted_outputs(request: Any) -> tuple[WantedOutput, ...]:
     wanted = []
     for i, out in enumerate(request.outputs):
         where = f"outputs.{i}"
-        if out.name != OUTPUT_NAME:
-            raise InputError(
-                f"{where}.name", f"unknown output {echo(out.name)}; the model has {OUTPUT_NAME!r}"
-            )
+        check_output_name(out.name, where)
         k = parameter_values(out.parameters).get("classification", 0)
         if isinstance(k, bool) or not isinstance(k, int) or k < 0:
             raise InputError(f"{where}.parameters.classification", f"not a class count: {echo(k)}")

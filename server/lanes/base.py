@@ -126,6 +126,19 @@ class LaneResult:
     service_s: float
 
 
+class LaneStatus:
+    """The state every kind of lane keeps the same way (what /v1/lanes shows)."""
+
+    def __init__(self, spec: WorkerSpec) -> None:
+        self.index = spec.lane
+        self.spec = spec
+        self.ready = False
+        #: The id of the dispatch the worker is executing (None: idle, or not yet handed over).
+        self.running: int | None = None
+        self.restarts = 0
+        self.error: str | None = None
+
+
 class Lane(Protocol):
     """A worker that loads its runners and runs one dispatch at a time.
 

@@ -23,7 +23,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from server.lanes.base import LaneBatch, LaneError, LaneResult, WorkerDied, WorkerSpec
+from server.lanes.base import (
+    LaneBatch,
+    LaneError,
+    LaneResult,
+    LaneStatus,
+    WorkerDied,
+    WorkerSpec,
+)
 from server.lanes.messages import Loaded, RunDone, RunRequest, WorkerReply
 from server.lanes.process_worker import worker_main
 from server.lanes.runners import split_outputs, write_rows
@@ -32,18 +39,13 @@ from server.lanes.shm import ShmBlock
 log = logging.getLogger("mlws.lanes")
 
 
-class ProcessLane:
+class ProcessLane(LaneStatus):
     """A lane whose worker is a spawned process with its own runners."""
 
     kind = "process"
 
     def __init__(self, spec: WorkerSpec, start_timeout_s: float = 300.0) -> None:
-        self.index = spec.lane
-        self.spec = spec
-        self.ready = False
-        self.running: int | None = None
-        self.restarts = 0
-        self.error: str | None = None
+        super().__init__(spec)
         self._start_timeout_s = start_timeout_s
         self._shapes = {r.key: (r.input_shape, r.output_shape) for r in spec.runners}
         self._in = ShmBlock(spec.max_bytes("input"))

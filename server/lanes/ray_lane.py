@@ -40,6 +40,7 @@ from server.lanes.base import (
     LaneBatch,
     LaneError,
     LaneResult,
+    LaneStatus,
     NodeLost,
     PartRows,
     WorkerDied,
@@ -64,7 +65,7 @@ def _actor_class() -> Any:
     return ray.remote(LaneActor)
 
 
-class RayLane:
+class RayLane(LaneStatus):
     """A lane whose worker is a Ray actor with its own runners, on some node."""
 
     kind = "ray"
@@ -78,12 +79,7 @@ class RayLane:
         resources: Mapping[str, float] | None = None,
         start_timeout_s: float = 300.0,
     ) -> None:
-        self.index = spec.lane
-        self.spec = spec
-        self.ready = False
-        self.running: int | None = None
-        self.restarts = 0
-        self.error: str | None = None
+        super().__init__(spec)
         #: The Ray node id (hex) the actor runs on, once started.
         self.node: str | None = None
         #: The node the actor must run on; None: wherever Ray spreads it.

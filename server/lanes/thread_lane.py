@@ -13,24 +13,19 @@ import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
-from server.lanes.base import LaneBatch, LaneError, LaneResult, WorkerSpec
+from server.lanes.base import LaneBatch, LaneError, LaneResult, LaneStatus, WorkerSpec
 from server.lanes.runners import RunnerSet, split_outputs, timed_run
 
 log = logging.getLogger("mlws.lanes")
 
 
-class ThreadLane:
+class ThreadLane(LaneStatus):
     """A lane whose worker is a dedicated thread of the server process."""
 
     kind = "thread"
 
     def __init__(self, spec: WorkerSpec) -> None:
-        self.index = spec.lane
-        self.spec = spec
-        self.ready = False
-        self.running: int | None = None
-        self.restarts = 0
-        self.error: str | None = None
+        super().__init__(spec)
         self._runners = RunnerSet(spec)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"lane{spec.lane}")
 
