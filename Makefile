@@ -11,11 +11,14 @@ install: $(STAMP)
 # Re-runs only when the lock or the package metadata changes.
 # pip is left verbose for the long step (a first install downloads PyTorch: minutes), so
 # there is always a line saying what it is doing.
-$(STAMP): requirements.lock pyproject.toml scripts/install-perf-analyzer.sh
+$(STAMP): requirements.lock pyproject.toml scripts/install-perf-analyzer.sh scripts/install-cuda-variants.sh
 	@echo "==> [1/4] virtual environment $(VENV)"
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	@echo "==> [2/4] pinned dependencies from requirements.lock (PyTorch CPU build; minutes the first time)"
 	$(BIN)/pip install --no-input -r requirements.lock
+# A venv that scripts/gpu-check.sh gave the CUDA builds keeps them: the lock's onnxruntime
+# (the CPU build) has just been installed over onnxruntime-gpu.
+	test ! -f $(VENV)/.cuda-variants || bash scripts/install-cuda-variants.sh $(VENV)
 	@echo "==> [3/4] mlws itself (editable)"
 	$(BIN)/pip install --quiet --no-input --no-deps --no-build-isolation -e .
 	@echo "==> [4/4] Triton's perf_analyzer (a binary, with the C runtime it needs)"

@@ -42,6 +42,12 @@ def make_session(path: Path, device: str, threads: int) -> ort.InferenceSession:
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     providers = ["CUDAExecutionProvider"] if device == "cuda" else []
     providers.append("CPUExecutionProvider")
+    if device == "cuda":
+        # onnxruntime-gpu's CUDA provider links cuBLAS and the CUDA runtime by name only:
+        # they are the nvidia-* wheels that torch's CUDA build brings, found by the loader
+        # once torch is imported. A process that never imports torch (a lane serving only
+        # ONNX models) loads them here; a no-op with onnxruntime's CPU build.
+        ort.preload_dlls()
     session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
     # ONNX Runtime only logs when the CUDA provider fails to start (a CUDA or cuDNN that
     # does not match the onnxruntime-gpu build, say) and silently runs on the CPU: the

@@ -381,7 +381,8 @@ class ExperimentConfig(ServingConfig):
                     "service_time.fixed", f"no entry for {', '.join(lacking)} (in workload_mix)"
                 )
         capacity = self.scheduler.tokens.capacity
-        for w in self.active_workloads():
+        # Measured costs (tokens.profile) are checked once the file is read (experiment.py).
+        for w in self.active_workloads() if self.scheduler.tokens.profile is None else ():
             need = token_cost(get_workload(w).spec.token_base, 1, self.precision)
             if need > capacity:
                 raise KeyedError(
@@ -441,6 +442,9 @@ class ExperimentConfig(ServingConfig):
         train_from = predictor.train_from
         if train_from and not self.resolve_path(train_from).is_file():
             problems.append(f"predictor.train_from: file not found: {train_from}")
+        tokens = self.scheduler.tokens.profile
+        if tokens and not self.resolve_path(tokens).is_file():
+            problems.append(f"scheduler.tokens.profile: file not found: {tokens}")
         if problems:
             raise ConfigError("\n".join(f"{self.source}: {p}" for p in problems))
 

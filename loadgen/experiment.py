@@ -23,12 +23,14 @@ from loadgen.arrivals import arrival_rate, capacity_jobs_per_s, poisson_arrivals
 from loadgen.config import ConfigError, ExperimentConfig
 from loadgen.plots import plot_all
 from loadgen.report import JobArrays, format_summary, summarize, write_summary, write_trace
+from predictor.memory_costs import read_memory_costs
 from predictor.profile_table import ProfileError, ProfileTable
 from predictor.progress import Progress, say
 from scheduling.job import Job
 from scheduling.lane_groups import ServiceModels, model_for
 from scheduling.service_time import FixedServiceTime, ServiceTimeModel
 from scheduling.simulator import Arrival, SimResult, simulate
+from scheduling.tokens import TokenCost, TokenCosts
 from workloads.registry import get_workload
 
 if TYPE_CHECKING:
@@ -188,6 +190,29 @@ def build_policy_model(
     return beliefs, info
 
 
+def measured_costs(config: ExperimentConfig) -> dict[tuple[str, str], TokenCost] | None:
+    """The token costs `scheduler.tokens.profile` measured, None without one (every model
+    costs the hand-set table); ConfigError for a bad file or a capacity that cannot
+    hold a one-sample dispatch of the mix."""
+    name = config.scheduler.tokens.profile
+    if not name:
+        return None
+    try:
+        measured = read_memory_costs(config.resolve_path(name), name)
+    except ValueError as exc:
+        raise ConfigError(f"{config.source}: {exc}") from None
+    costs = TokenCosts({w: get_workload(w).spec.token_base for w in config.workload_mix}, measured)
+    capacity = config.scheduler.tokens.capacity
+    for w in config.active_workloads():
+        cost = costs.cost(w, config.precision)
+        if cost.tokens(1) > capacity:
+            raise ConfigError(
+                f"{config.source}: scheduler.tokens.capacity: {capacity} tokens cannot hold "
+                f"even a one-sample {w} dispatch ({cost.tokens(1)}, {cost.source})"
+            )
+    return measured
+
+
 @dataclass(frozen=True)
 class SimRun:
     """One simulation and its aggregate numbers."""
@@ -228,6 +253,7 @@ def simulate_run(
         request_cpu_s=config.service_time.request_cpu_ms / 1e3,
         progress=progress,
         topology=config.cluster.topology(),
+        measured_costs=measured_costs(config),
     )
     wall_s = time.perf_counter() - started
     arrays = JobArrays.from_jobs(result.jobs)

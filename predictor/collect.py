@@ -28,7 +28,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from predictor.profiler import ProfileRow, ProfileSettings, profile_to_csv
+from predictor.profile_rows import ProfileRow, ProfileSettings
+from predictor.profiler import profile_to_csv
 
 if TYPE_CHECKING:
     from workloads.registry import Workload

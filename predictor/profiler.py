@@ -1,147 +1,42 @@
 """Measure service time and memory per (workload, backend, precision, batch, threads).
 
-Each combination is loaded once, warmed up, then run repeatedly until both a
-minimum repeat count and a minimum measuring time are reached (capped by a
-maximum time, so batch 32 of ResNet-50 on one thread does not take minutes).
-The CSV it writes is the training set of the latency predictor and the
-service-time table of the simulator.
+Each (workload, backend, precision, threads) is loaded once, in a spawned process of
+its own (predictor/profile_child.py), warmed up, then run at each batch size
+repeatedly until both a minimum repeat count and a minimum measuring time are
+reached (capped by a maximum time, so batch 32 of ResNet-50 on one thread does not
+take minutes). Its own process keeps the memory figures clean: the runner's
+resident memory (weights plus runtime arena) and, fitted here over its batch sizes,
+its memory per sample. The CSV it writes is the training set of the latency
+predictor, the service-time table of the simulator, and the source of measured
+token costs (predictor/memory_costs.py).
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, replace
 from itertools import product
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from backends.base import LoadOptions, Runner
+from backends.base import LoadOptions
+from predictor.memory_probe import per_sample_slope
+from predictor.profile_child import RunnerJob
+from predictor.profile_rows import PROFILE_COLUMNS, ProfileRow, ProfileSettings, csv_values
 from predictor.progress import Progress
 
 if TYPE_CHECKING:
     from workloads.registry import Workload
-    from workloads.specs import WorkloadSpec
 
-
-@dataclass(frozen=True)
-class ProfileSettings:
-    """How hard to measure each combination."""
-
-    warmup: int = 2
-    min_repeats: int = 5
-    max_repeats: int = 200
-    #: Keep repeating until this much time was measured (unless max_repeats is hit).
-    min_time_s: float = 0.5
-    #: Stop after this much measuring time even below min_repeats (but after 3 runs).
-    max_time_s: float = 6.0
-    seed: int = 0
-
-
-@dataclass(frozen=True)
-class ProfileRow:
-    """One CSV row: the measured distribution of one combination."""
-
-    workload: str
-    backend: str
-    precision: str
-    device: str
-    batch_size: int
-    threads: int
-    repeats: int
-    mean_ms: float
-    p50_ms: float
-    p95_ms: float
-    p99_ms: float
-    std_ms: float
-    samples_per_s: float
-    peak_mem_mb: float
-    param_count: int
-    flops_per_sample: float
-
-
-#: The CSV header `mlws profile` writes, in order (the live export appends busy_lanes).
-PROFILE_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(ProfileRow))
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * 4096 / 2**20
-
-
-def _reset_peak_rss() -> bool:
-    """Reset the kernel's peak-RSS mark for this process (Linux); False where unsupported."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _peak_rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def time_runs(runner: Runner, batch: np.ndarray, settings: ProfileSettings) -> list[float]:
-    """Milliseconds of each measured run after warm-up."""
-    for _ in range(settings.warmup):
-        runner.run(batch)
-    times: list[float] = []
-    spent = 0.0
-    while len(times) < settings.max_repeats:
-        t0 = time.perf_counter()
-        runner.run(batch)
-        dt = time.perf_counter() - t0
-        times.append(dt * 1e3)
-        spent += dt
-        enough = len(times) >= settings.min_repeats and spent >= settings.min_time_s
-        if enough or (spent >= settings.max_time_s and len(times) >= 3):
-            break
-    return times
-
-
-def measure(
-    runner: Runner, batch_size: int, settings: ProfileSettings, spec: WorkloadSpec | None = None
-) -> ProfileRow:
-    """Profile one loaded runner at one batch size (`spec`: its model's, default the
-    built-in's of that name)."""
-    from workloads.registry import get_workload
-
-    spec = spec or get_workload(runner.workload).spec
-    rng = np.random.default_rng(settings.seed)
-    batch = rng.standard_normal((batch_size, *spec.input_shape), dtype=np.float32)
-    base_rss = _rss_mb()
-    peak_ok = _reset_peak_rss()
-    times = np.asarray(time_runs(runner, batch, settings))
-    peak = (_peak_rss_mb() - base_rss) if peak_ok else float("nan")
-    mean = float(times.mean())
-    return ProfileRow(
-        workload=runner.workload,
-        backend=runner.backend,
-        precision=runner.precision,
-        device=runner.device,
-        batch_size=batch_size,
-        threads=runner.threads,
-        repeats=len(times),
-        mean_ms=mean,
-        p50_ms=float(np.percentile(times, 50)),
-        p95_ms=float(np.percentile(times, 95)),
-        p99_ms=float(np.percentile(times, 99)),
-        std_ms=float(times.std()),
-        samples_per_s=batch_size * 1e3 / mean,
-        peak_mem_mb=max(peak, 0.0),
-        param_count=spec.param_count,
-        flops_per_sample=spec.flops_per_sample,
-    )
+#: Seconds a finished child is given to exit before it is killed.
+CHILD_EXIT_S = 10.0
 
 
 #: Called after each combination with (done, total, row).
@@ -161,10 +56,10 @@ def profile(
     progress: RowDone | None = None,
     loading: Callable[[str], None] | None = None,
 ) -> Iterator[ProfileRow]:
-    """Yield one row per combination; each (workload, backend, precision, threads)
-    is loaded once and measured at every batch size. `loading` hears of each load
-    (the first ONNX load of a model exports it, which takes a while)."""
-    from backends.registry import load_runner
+    """Yield one row per combination; each (workload, backend, precision, threads) is
+    measured in a process of its own at every batch size (smallest first), and its rows
+    come once all its sizes are in, with per_sample_mb fitted over them. `loading`
+    hears of each load (the first ONNX load of a model exports it, which takes a while)."""
     from workloads.registry import get_workload
 
     settings = settings or ProfileSettings()
@@ -177,24 +72,71 @@ def profile(
         )
         if loading:
             loading(f"loading {w.name} on {b} ({p}, {t} thread{'s' if t > 1 else ''})")
-        runner = load_runner(w, b, options)
-        try:
-            for n in batch_sizes:
-                row = measure(runner, n, settings, w.spec)
-                done += 1
-                if progress:
-                    progress(done, total, row)
-                yield row
-        finally:
-            runner.close()
+        _export_first(w, b, options)
+        rows = []
+        for row in _measured_in_child(RunnerJob(w, b, options, tuple(batch_sizes), settings)):
+            done += 1
+            if progress:
+                progress(done, total, row)
+            rows.append(row)
+        slope = per_sample_slope([r.batch_size for r in rows], [r.peak_mem_mb for r in rows])
+        yield from (replace(r, per_sample_mb=slope) for r in rows)
 
 
-def csv_values(row: Mapping[str, Any]) -> dict[str, Any]:
-    """A row as the CSV holds it: floats to 4 decimals (0.1 µs of a millisecond column).
+def _export_first(workload: Workload, backend: str, options: LoadOptions) -> None:
+    """Export an in-tree model for ONNX Runtime here, as the gateway does before its
+    lanes start, so that the child's load (and its memory) is the runner's alone."""
+    if backend != "onnx" or workload.onnx_file is not None:
+        return
+    from backends.onnx_backend import fp16_copy
+    from backends.onnx_export import export_onnx
 
-    Shared with the live gateway's export (`GET /v1/profile`), so both files read alike.
+    path = export_onnx(workload, options.onnx_dir, seed=options.seed, weights=options.weights)
+    if options.precision == "fp16":
+        fp16_copy(path)
+
+
+def _measured_in_child(job: RunnerJob) -> Iterator[ProfileRow]:
+    """The rows a fresh process measures for `job`, as they come; its error re-raised
+    here (with the child's traceback as a note); the child killed if left unfinished.
+
+    A plain `python -m` process, not a multiprocessing one: spawn would re-run the
+    caller's main module in the child, and whatever that loads would be counted.
     """
-    return {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}
+    ours, theirs = socket.socketpair()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    child = subprocess.Popen(
+        [sys.executable, "-m", "predictor.profile_child", str(theirs.fileno())],
+        pass_fds=(theirs.fileno(),),
+        env=env,
+    )
+    theirs.close()  # the child holds the other end: its exit means EOF here
+    conn = Connection(ours.detach())
+    try:
+        conn.send(job)
+        while True:
+            try:
+                message = conn.recv()
+            except EOFError:
+                raise RuntimeError(
+                    f"profiling {job.workload.name} on {job.backend} ({job.options.precision}): "
+                    f"the measuring process died (exit code {child.wait(CHILD_EXIT_S)})"
+                ) from None
+            if message[0] == "row":
+                yield message[1]
+            elif message[0] == "done":
+                return
+            else:
+                exc: BaseException = message[1]
+                exc.add_note(f"in the profiler's measuring process:\n{message[2]}")
+                raise exc
+    finally:
+        conn.close()
+        try:
+            child.wait(CHILD_EXIT_S)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
 
 
 def write_csv(rows: Iterator[ProfileRow] | Sequence[ProfileRow], path: Path | str) -> int:
@@ -217,7 +159,8 @@ def describe(row: ProfileRow) -> str:
     return (
         f"{row.workload} {row.backend} {row.precision} bs={row.batch_size} "
         f"threads={row.threads}: p50 {row.p50_ms:.1f} ms, {row.samples_per_s:.1f} samples/s "
-        f"({row.repeats} runs)"
+        f"({row.repeats} runs), peak +{row.peak_mem_mb:.1f} MiB over {row.resident_mb:.1f} MiB "
+        "resident"
     )
 
 

@@ -66,11 +66,24 @@ class MicroBatchConfig(BaseModel):
 
 
 class TokenConfig(BaseModel):
-    """The device-memory budget, in tokens (see scheduling.tokens)."""
+    """The memory budget, in tokens of one MiB (see scheduling.tokens)."""
 
     model_config = _FROZEN
 
-    capacity: int = Field(1000, ge=1, description="Tokens all running dispatches may hold.")
+    capacity: int = Field(
+        1000,
+        ge=1,
+        description="Tokens (MiB) all running dispatches on one node may hold: the memory "
+        "a node gives its models (on a GPU, the device's memory minus a reserve for the "
+        "CUDA context and the allocator's slack).",
+    )
+    profile: str | None = Field(
+        None,
+        description="A `mlws profile` CSV with memory columns (resident_mb, per_sample_mb): "
+        "each model and precision it holds costs resident + per_sample × samples MiB (the "
+        "largest figures over its backends and threads); others keep the hand-set table "
+        "(base + 4 per sample, × 0.7 at fp16). Relative paths as the config's other files.",
+    )
 
 
 class LaneGroupConfig(BaseModel):

@@ -23,13 +23,18 @@ class QueueFull(SchedulingError):
 class JobTooLarge(SchedulingError):
     """Even a one-sample dispatch of the job's model needs more tokens than exist."""
 
-    def __init__(self, workload: str, precision: str, tokens: int, capacity: int) -> None:
+    def __init__(
+        self, workload: str, precision: str, tokens: int, capacity: int, source: str = "table"
+    ) -> None:
         self.workload = workload
         self.precision = precision
         self.tokens = tokens
         self.capacity = capacity
+        #: Where the cost came from: "table" or "profile <file>".
+        self.source = source
         super().__init__(
-            f"a one-sample dispatch of {workload!r} at {precision} needs {tokens} tokens, "
+            f"a one-sample dispatch of {workload!r} at {precision} needs {tokens} tokens "
+            f"(MiB, cost from the {'hand-set table' if source == 'table' else source}), "
             f"more than the capacity of {capacity}: it could never run"
         )
 

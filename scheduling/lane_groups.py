@@ -13,11 +13,10 @@ from collections.abc import Mapping
 
 from scheduling.admission import Estimate, chunk_times
 from scheduling.config import LaneGroupConfig, SchedulerConfig
-from scheduling.errors import UnknownWorkload
 from scheduling.microbatch import GroupKey
 from scheduling.policies import Policy
 from scheduling.service_time import CachedServiceTime, ServiceTimeModel
-from scheduling.tokens import max_samples_within
+from scheduling.tokens import TokenCosts, max_samples_within
 
 #: Time constant (seconds) of a group's arrival-rate estimate.
 RATE_WINDOW_S = 2.0
@@ -34,13 +33,13 @@ class LaneGroup:
         index: int,
         config: LaneGroupConfig,
         scheduler: SchedulerConfig,
-        token_bases: Mapping[str, int],
+        costs: TokenCosts,
         model: ServiceTimeModel | None,
     ) -> None:
         self.index = index
         self.config = config
         self.model = _cached(model)
-        self._bases = token_bases
+        self._costs = costs
         self._capacity = scheduler.tokens.capacity
         self._split = scheduler.max_dispatch_samples or scheduler.tokens.capacity
         self._batch_cap = scheduler.batch_cap()
@@ -77,11 +76,8 @@ class LaneGroup:
     def largest(self, workload: str, precision: str) -> int:
         """Most samples one dispatch of `workload` may carry before the budget: the
         larger sample cap (split or merged), cut to what the tokens hold (0: none fits)."""
-        base = self._bases.get(workload)
-        if base is None:
-            raise UnknownWorkload(workload, sorted(self._bases))
-        fits = max_samples_within(base, precision, self._capacity)
-        return min(max(self._split, self._batch_cap), fits)
+        cost = self._costs.cost(workload, precision)  # UnknownWorkload if not served
+        return max_samples_within(cost, self._capacity, max(self._split, self._batch_cap))
 
     def learn(self, key: GroupKey) -> int:
         """(Re)compute the caps of `key` from tokens, sample caps and the budget; the solo cap."""
@@ -107,6 +103,12 @@ class LaneGroup:
             return mean + hop, scale * max(0.0, model.plan(*key, n) - mean)
 
         return chunk_times(samples, cap, estimate)
+
+    def forget(self, workload: str) -> None:
+        """Drop the caps learned for `workload` (its cost changed, or it is gone)."""
+        for key in [k for k in self.solo_caps if k[0] == workload]:
+            del self.solo_caps[key]
+            self.batch_caps.pop(key, None)
 
     def _within_budget(self, key: GroupKey, limit: int) -> int:
         """Most samples (1..limit) whose planning quantile fits the budget; limit if none."""

@@ -53,7 +53,7 @@ from scheduling.microbatch import MicroBatcher
 from scheduling.placement import Placement
 from scheduling.policies import make_policy
 from scheduling.scheduler_counts import SchedulerCounts
-from scheduling.tokens import token_cost
+from scheduling.tokens import TokenCost, TokenCosts
 
 #: Reason recorded on a job dropped by deadline-aware shedding.
 SHED_REASON = "cannot meet its deadline even if started now"
@@ -67,12 +67,16 @@ class Scheduler(SchedulerCounts, Membership):
         config: SchedulerConfig,
         token_bases: Mapping[str, int],
         service_model: ServiceModels = None,
+        *,
+        measured_costs: Mapping[tuple[str, str], TokenCost] | None = None,
     ) -> None:
         self.config = config
-        self._bases = dict(token_bases)
+        #: Per model and precision, what a dispatch holds: `measured_costs` (from a
+        #: profile, per (workload, precision)) over the hand-set table of `token_bases`.
+        self.costs = TokenCosts(token_bases, measured_costs)
         groups = config.groups()
         self._groups = [
-            LaneGroup(i, g, config, self._bases, model_for(service_model, g.name))
+            LaneGroup(i, g, config, self.costs, model_for(service_model, g.name))
             for i, g in enumerate(groups)
         ]
         self._group_of_class = {c: self._groups[i] for i, g in enumerate(groups) for c in g.classes}
@@ -120,9 +124,10 @@ class Scheduler(SchedulerCounts, Membership):
         if solo_cap is None:
             solo_cap = group.learn(key)
         if not solo_cap:
-            base = self._bases[job.workload]
-            tokens = token_cost(base, 1, job.precision)
-            raise JobTooLarge(job.workload, job.precision, tokens, self._place.capacity)
+            cost = self.costs.cost(job.workload, job.precision)
+            raise JobTooLarge(
+                job.workload, job.precision, cost.tokens(1), self._place.capacity, cost.source
+            )
         if not self._lanes.counts[group.index]:
             raise NoLane(job.job_class, group.config.name)
         limit = self._limits.get(job.job_class)
@@ -171,7 +176,7 @@ class Scheduler(SchedulerCounts, Membership):
                         self._shed_job(job, now, queued=True)
                     continue
                 samples = sum(count for _, count in picks)
-                tokens = token_cost(self._bases[head.workload], samples, head.precision)
+                tokens = self.costs.tokens(head.workload, samples, head.precision)
                 lane = self._place.acquire(group.index, tokens)
                 if lane is None:
                     return out  # strict head of line, across groups: module docstring
@@ -264,7 +269,20 @@ class Scheduler(SchedulerCounts, Membership):
 
     def dispatch_tokens(self, job: Job, samples: int) -> int:
         """Tokens a dispatch of `samples` samples of `job`'s model holds."""
-        return token_cost(self._bases[job.workload], samples, job.precision)
+        return self.costs.tokens(job.workload, samples, job.precision)
+
+    def set_workload(self, name: str, base: int) -> None:
+        """Serve model `name` at token base `base` from now on (loaded, or replaced, at
+        run time); its caps are learned afresh at its next job."""
+        self.costs.set_base(name, base)
+        for group in self._groups:
+            group.forget(name)
+
+    def forget_workload(self, name: str) -> None:
+        """Model `name` is no longer served (unloaded): its jobs are refused as unknown."""
+        self.costs.remove(name)
+        for group in self._groups:
+            group.forget(name)
 
     # ---------------------------------------------------------------- phases
 

@@ -23,6 +23,7 @@ from scheduling.lane_groups import ServiceModels, model_for
 from scheduling.scheduler import Scheduler
 from scheduling.service_time import ServiceTimeModel
 from scheduling.sim_cluster import ONE_MACHINE, Topology, cluster_executor, place_lanes
+from scheduling.tokens import TokenCost
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,7 @@ def simulate(
     progress: Callable[[int, int], None] | None = None,
     topology: Topology = ONE_MACHINE,
     scheduler_class: type[Scheduler] = Scheduler,
+    measured_costs: Mapping[tuple[str, str], TokenCost] | None = None,
 ) -> SimResult:
     """Run `arrivals` through a fresh Scheduler on a virtual clock.
 
@@ -119,22 +121,22 @@ def simulate(
 
     `policy_model` is what the scheduler *believes* (policies, shedding), e.g.
     a learned predictor, while `service_model` stays the truth the lanes run
-    on; by default the scheduler believes the truth.
-
-    `progress` hears (arrivals submitted, total) about every 1 % of the arrivals,
-    for a caller that shows how far a long run is (the simulator keeps no clock).
+    on; by default the scheduler believes the truth. `progress` hears (arrivals
+    submitted, total) about every 1 % of the arrivals, for a caller that shows how
+    far a long run is (the simulator keeps no clock).
 
     `topology` makes it a cluster (scheduling/sim_cluster.py): every lane group's
     lanes on each of `topology.nodes` nodes, one scheduler over all of them, token
     capacity and `cores` per node, the event loop's CPU on node-0, and every
     dispatch `topology.network_s` longer (the hop to its node and back). One node
     without network is the single machine, event for event. `scheduler_class` is
-    the scheduler to build, e.g. a subclass that times its calls.
+    the scheduler to build, e.g. a subclass that times its calls; `measured_costs`
+    its profiled token costs over the table of `token_bases` (scheduling/tokens.py).
     """
     if jitter < 0:
         raise ValueError(f"jitter must be >= 0, got {jitter}")
     belief = service_model if policy_model is None else policy_model
-    sched = scheduler_class(config, token_bases, belief)
+    sched = scheduler_class(config, token_bases, belief, measured_costs=measured_costs)
     layout = place_lanes(sched, config.groups(), topology.nodes)
     jobs = make_jobs(arrivals)
     groups = config.groups()

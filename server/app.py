@@ -33,6 +33,7 @@ from server.gateway import Gateway, build_gateway
 from server.grpc_v2.endpoint import start_grpc
 from server.infer import BINARY_OPTIONS, handle_infer
 from server.kserve import add_kserve_routes
+from server.model_repository import ModelRepository
 from server.openapi_contract import document_contract
 from server.operations import add_operations_routes, describe_model
 from server.scheduler_info import describe_scheduler
@@ -50,6 +51,7 @@ def create_app(config: GatewayConfig | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         gw = build_gateway(config)
         app.state.gateway = gw
+        app.state.repository = ModelRepository(gw)  # models loaded and unloaded at run time
         app.state.grpc = await start_grpc(gw, app.version)  # KServe v2 over gRPC, this loop
         gw.dispatcher.start()
         gw.loader = asyncio.create_task(load(gw), name="mlws-loader")
@@ -140,7 +142,8 @@ def _add_serving_routes(app: FastAPI) -> None:
 
     @app.get("/v1/models", tags=["operations"])
     async def models(request: Request) -> dict[str, Any]:
-        """Served models: backends, precisions, token costs, shapes; and the scheduler
+        """Served models: backends, precisions, token costs (per precision: base_mb,
+        per_sample_mb, source: "table" or "profile <file>"), shapes; and the scheduler
         (policy and lane groups) that runs them."""
         gw: Gateway = request.app.state.gateway
         return {

@@ -75,6 +75,10 @@ ROUTE_ROLES: dict[str, frozenset[str]] = {
     "/v2/models/{name}/versions/{version}/ready": INFERENCE,
     "/v2/models/{name}/versions/{version}/infer": INFERENCE,
     "/v2/models/{name}/versions/{version}/config": INFERENCE,
+    # Loading and unloading models changes what the gateway serves: the operator's.
+    "/v2/repository/index": OPERATIONS,
+    "/v2/repository/models/{name}/load": OPERATIONS,
+    "/v2/repository/models/{name}/unload": OPERATIONS,
     "/v2/{rest:path}": INFERENCE,
     "/v1/lanes": OPERATIONS,
     "/v1/profile": OPERATIONS,

@@ -150,7 +150,9 @@ class ClusterMembership:
 
     async def _join(self, node: str) -> None:
         """Start one share of lanes on `node`; each serves once it has loaded."""
-        lanes = [(self._make_lane(spec, node), spec) for spec in self._specs]
+        # With the models loaded or unloaded at run time since start-up.
+        specs = [dataclasses.replace(s, runners=self.pool.runners) for s in self._specs]
+        lanes = [(self._make_lane(spec, node), spec) for spec in specs]
         log.info("node %s joined: starting %d lane(s)", node, len(lanes))
         try:
             results = await asyncio.gather(

@@ -128,6 +128,12 @@ class GatewayConfig(ServingConfig):
     )
     stats_window_s: float = Field(60.0, gt=0, description="Span of /stats percentiles.")
     retry_after_s: int = Field(1, ge=1, description="Retry-After of a 429 or 503 answer.")
+    model_dir: str = Field(
+        "models",
+        min_length=1,
+        description="The model directory: every onnx_file or weights path a model loaded "
+        "at run time (POST /v2/repository/models/{name}/load) names must lie inside it.",
+    )
     auth: AuthConfig = Field(
         default_factory=AuthConfig,
         description="Bearer-token access control (server/auth.py); no tokens: none.",

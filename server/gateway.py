@@ -11,8 +11,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from predictor.memory_costs import read_memory_costs
 from scheduling.scheduler import Scheduler
+from scheduling.tokens import TokenCost
 from server.catalogue import ServedModels
 from server.cluster import ClusterMembership, build_membership
 from server.config import GatewayConfig
@@ -85,7 +88,7 @@ def build_gateway(config: GatewayConfig) -> Gateway:
     stats = SlidingWindowStats(config.stats_window_s)
     service = load_service_models(config, models.specs(), metrics)
     tokens = {m.name: m.spec.token_base for m in models}
-    scheduler = Scheduler(config.scheduler, tokens, service)
+    scheduler = Scheduler(config.scheduler, tokens, service, measured_costs=measured_costs(config))
     pool = build_pool(config, models.workloads(), scheduler)
     threads = [lane.spec.threads for lane in pool.lanes]
     watchdog = Watchdog(config.lanes.watchdog_min_s, config.lanes.watchdog_factor)
@@ -94,3 +97,10 @@ def build_gateway(config: GatewayConfig) -> Gateway:
     )
     cluster = build_membership(config, scheduler, pool, dispatcher)
     return Gateway(config, models, scheduler, pool, dispatcher, metrics, stats, cluster=cluster)
+
+
+def measured_costs(config: GatewayConfig) -> dict[tuple[str, str], TokenCost] | None:
+    """The token costs `scheduler.tokens.profile` measured (a path as given, like
+    predictor.path), None without one: every model then costs the hand-set table."""
+    name = config.scheduler.tokens.profile
+    return read_memory_costs(Path(name), name) if name else None

@@ -8,9 +8,10 @@
 | GET  /v2/health/live            | 200, empty body                                     |
 | GET  /v2/health/ready           | 200 when /readyz is; else 400 ("4xx means false")   |
 | GET  /v2/models/{name}          | model metadata: versions, platform, inputs, outputs |
-| GET  /v2/models/{name}/ready    | 200 / 400; 404 for a model the gateway lacks        |
+| GET  /v2/models/{name}/ready    | 200 / 400 (also loading); 404 for an unknown model  |
 | GET  /v2/models/{name}/config   | Triton's model configuration (kserve_config.py)     |
 | POST /v2/models/{name}/infer    | inference                                           |
+| POST /v2/repository/...         | load / unload models (server/repository.py)         |
 
 Every model has one input ``input`` (FP32, [-1, *sample shape]) and one output
 ``output`` (FP32 logits, [-1, *output shape]). Input data comes as JSON
@@ -65,7 +66,7 @@ from server.api_responses import (
 )
 from server.codecs import OCTET_STREAM
 from server.echo import clip, echo
-from server.errors import UnknownModel, classify
+from server.errors import Unavailable, UnknownModel, classify
 from server.infer import (
     INLINE_DECODE_BYTES,
     INLINE_ENCODE_ELEMENTS,
@@ -84,11 +85,12 @@ from server.kserve_codec import (
 )
 from server.kserve_config import add_config_routes
 from server.offload import off_loop_if
+from server.repository import add_repository_routes
 
 if TYPE_CHECKING:
     from server.gateway import Gateway
 
-EXTENSIONS = ["binary_tensor_data", "classification"]
+EXTENSIONS = ["binary_tensor_data", "classification", "model_repository"]
 
 
 def v2_error(exc: BaseException, retry_after_s: int = 1) -> JSONResponse:
@@ -209,13 +211,17 @@ def build_router() -> APIRouter:
 
     _add_versioned_routes(router)
     add_config_routes(router, _check_version)  # Triton's GET .../config (perf_analyzer)
+    add_repository_routes(router)  # load and unload models (server/repository.py)
     _add_catch_all(router)  # last: it must not shadow the routes above
     return router
 
 
 def _model_ready(request: Request, name: str) -> Response:
     gw: Gateway = request.app.state.gateway
-    gw.models.require(name)
+    try:
+        gw.models.require(name)
+    except Unavailable:  # loading or unloading (server/model_repository.py): not ready
+        return Response(status_code=400)
     return Response(status_code=200 if gw.ready else 400)
 
 

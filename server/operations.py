@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import Response
 
-from scheduling.tokens import FP16_FACTOR, TOKENS_PER_SAMPLE
+from scheduling.tokens import TokenCost
 from server.api_responses import PROMETHEUS_TEXT, error_responses
 from server.catalogue import ServedModel
 from server.gateway import Gateway
@@ -93,7 +93,7 @@ def _add_profile_route(app: FastAPI) -> None:
         dispatch, the most recent 1000 per row) as training rows for
         `mlws predictor train --profiles`: one row per model, backend, precision,
         batch size and busy_lanes (other lanes running a dispatch when it started),
-        in the columns `mlws profile` writes plus busy_lanes; peak_mem_mb is empty
+        in the columns `mlws profile` writes plus busy_lanes; the memory columns are empty
         (not measured live)."""
         gw: Gateway = request.app.state.gateway
         # Copied here on the loop, which records into it; summarised off the loop,
@@ -133,13 +133,16 @@ def describe_model(gw: Gateway, served: ServedModel) -> dict[str, Any]:
         "input_shape": list(spec.input_shape),
         "input_dtype": spec.input_dtype,
         "output_shape": list(spec.output_shape),
-        "token_cost": {
-            "base": spec.token_base,
-            "per_sample": TOKENS_PER_SAMPLE,
-            "fp16_factor": FP16_FACTOR,
-        },
+        # Per precision: tokens (MiB) a dispatch holds, and whether a profile measured them.
+        "token_cost": {p: _cost(gw.scheduler.costs.cost(model.name, p)) for p in model.precisions},
         "max_dispatch_samples": {
             p: gw.scheduler.largest_dispatch(model.name, p) for p in model.precisions
         },
         "loaded": gw.pool.ready,
     }
+
+
+def _cost(cost: TokenCost) -> dict[str, Any]:
+    """A token cost as /v1/models shows it: base + per_sample × samples MiB, and its source
+    ("table": hand-set; "profile <file>": measured by `mlws profile`)."""
+    return {"base_mb": cost.base, "per_sample_mb": cost.per_sample, "source": cost.source}

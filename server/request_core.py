@@ -95,6 +95,20 @@ async def infer(
             arrival = admit(gw)
         elif not gw.accepting:
             raise Unavailable(gw.not_ready_reason())
+        # Counted until answered: unloading the model waits for it (503 while it loads).
+        in_use = gw.models.using(call.model)
+    except BaseException:
+        if asyncio.iscoroutine(gone):
+            gone.close()  # never to be awaited: no "never awaited" warning
+        raise
+    with in_use:
+        return await _infer(gw, call, gone, arrival)
+
+
+async def _infer(
+    gw: Gateway, call: InferCall, gone: Awaitable[None] | None, arrival: float
+) -> Answer | None:
+    try:
         job, slo_ms = await _valid_job(gw, call, arrival)
         future = gw.dispatcher.submit(job)  # raises a refusal (429) at once
     except BaseException:

@@ -16,10 +16,11 @@ Two columns differ from the profiler's on purpose:
 - `busy_lanes`: how many *other* lanes were running a dispatch when this one
   started — the contention feature the predictor reads (`predictor.features`);
   the profiler measures one runner alone, i.e. busy_lanes 0, and omits it.
-- `peak_mem_mb` is left empty: the gateway does not measure a dispatch's
-  memory, and no reader of profiles uses the column (the predictor and the
-  simulator's `ProfileTable` read only the latency, size and key columns), so
-  an empty cell is honest where a 0 would be a false measurement.
+- the memory columns (`peak_mem_mb`, `resident_mb`, `per_sample_mb`) are left
+  empty: the gateway does not measure a dispatch's memory, and the predictor and
+  the simulator's `ProfileTable` read only the latency, size and key columns (a
+  profile named as `scheduler.tokens.profile` needs them: use `mlws profile`'s),
+  so an empty cell is honest where a 0 would be a false measurement.
 
 Pure (numpy + csv): the caller supplies the device and model sizes.
 """
@@ -35,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from predictor.profiler import PROFILE_COLUMNS, csv_values
+from predictor.profile_rows import PROFILE_COLUMNS, csv_values
 from workloads.specs import WorkloadSpec
 
 #: The export's header: the profiler's columns, then the contention feature.
@@ -99,7 +100,9 @@ def profile_rows(
         ms = np.asarray(list(times[key]), dtype=float) * 1e3
         if len(ms) < max(min_repeats, 1):
             continue
-        spec = specs[key.workload]
+        spec = specs.get(key.workload)
+        if spec is None:
+            continue  # a model unloaded since (server/model_repository.py)
         mean = float(ms.mean())
         rows.append(
             {
@@ -116,7 +119,10 @@ def profile_rows(
                 "p99_ms": float(np.percentile(ms, 99)),
                 "std_ms": float(ms.std()),
                 "samples_per_s": key.batch_size * 1e3 / mean,
-                "peak_mem_mb": "",  # not measured live; see the module docstring
+                # Not measured live; see the module docstring.
+                "peak_mem_mb": "",
+                "resident_mb": "",
+                "per_sample_mb": "",
                 "param_count": spec.param_count,
                 "flops_per_sample": spec.flops_per_sample,
                 "busy_lanes": key.busy_lanes,

@@ -39,11 +39,24 @@ class ServiceTimes(Mapping[str, ResidualCorrection]):
     """
 
     def __init__(
-        self, models: Mapping[str, ResidualCorrection], metrics: GatewayMetrics | None = None
+        self,
+        models: Mapping[str, ResidualCorrection],
+        metrics: GatewayMetrics | None = None,
+        sizes: dict[str, tuple[float, float]] | None = None,
     ) -> None:
         self._models = dict(models)
         #: Where each observation's prediction error and residual are exported.
         self.metrics = metrics
+        #: A trained predictor's model sizes (parameters, FLOPs per sample), by name.
+        self._sizes = sizes
+
+    def add_model(self, name: str, spec: WorkloadSpec) -> None:
+        """A model served from now on (loaded at run time): a trained predictor times it
+        by its size, unless it was trained on it (an online model learns it as it runs)."""
+        if self._sizes is None or name in self._sizes:
+            return
+        if spec.param_count > 0 and spec.flops_per_sample > 0:
+            self._sizes[name] = (float(spec.param_count), float(spec.flops_per_sample))
 
     def __getitem__(self, group: str) -> ResidualCorrection:
         return self._models[group]
@@ -110,7 +123,7 @@ def load_service_models(
             models[group.name] = ResidualCorrection(base, answer, half_life=half_life)
     except (ValueError, KeyError) as exc:
         raise ValueError(f"predictor: {path}: {exc}") from None
-    return ServiceTimes(models, metrics)
+    return ServiceTimes(models, metrics, predictor.sizes)
 
 
 def describe(models: Mapping[str, ResidualCorrection], config: GatewayConfig) -> dict[str, Any]:

@@ -58,8 +58,11 @@ def contract_server(onnx_dir: Path) -> Iterator[LiveServer]:
         yield live
 
 
-def test_server_keeps_its_openapi_contract(contract_server: LiveServer, tmp_path: Path) -> None:
-    run_schemathesis(contract_server, tmp_path, MAX_EXAMPLES)
+def test_server_keeps_its_openapi_contract(onnx_dir: Path, tmp_path: Path) -> None:
+    # A gateway of its own: the fuzzing calls the repository's unload route too, which
+    # would leave the shared gateway without its model for the tests below.
+    with LiveServer(tiny_config(onnx_dir, **NO_LOAD_REFUSALS)) as live:
+        run_schemathesis(live, tmp_path, MAX_EXAMPLES)
 
 
 def test_server_keeps_its_contract_with_access_control(onnx_dir: Path, tmp_path: Path) -> None:

@@ -3,10 +3,15 @@
 CI has no GPU, so these run only where `torch.cuda.is_available()`. They use the runners
 exactly as the gateway and the profiler do: float32 numpy in, float32 numpy out. What
 can be checked of these paths without a GPU is in test_cuda_paths_on_cpu.py.
+
+With MLWS_REQUIRE_CUDA=1 (scripts/gpu-check.sh sets it) nothing here skips: a machine
+whose torch or onnxruntime cannot reach the GPU fails these tests instead of passing
+them by skipping.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +23,11 @@ from backends.onnx_export import relative_error
 from backends.registry import load_runner
 from workloads.registry import get_workload
 
+REQUIRE_CUDA = os.environ.get("MLWS_REQUIRE_CUDA") == "1"
+
 pytestmark = pytest.mark.skipif(
-    not torch_cuda_available(), reason="no CUDA device: torch.cuda.is_available() is False"
+    not REQUIRE_CUDA and not torch_cuda_available(),
+    reason="no CUDA device: torch.cuda.is_available() is False",
 )
 
 # Tolerances, as max |a − b| ÷ max |b| (relative_error). Both are ~10× the error
@@ -122,7 +130,8 @@ def test_onnx_on_cpu_matches_pytorch_on_cuda(onnx_dir: Path) -> None:
 
 
 @pytest.mark.skipif(
-    not ort_cuda_available(), reason="onnxruntime here has no CUDAExecutionProvider (CPU build)"
+    not REQUIRE_CUDA and not ort_cuda_available(),
+    reason="onnxruntime here has no CUDAExecutionProvider (CPU build)",
 )
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_onnx_cuda_provider_runs_and_matches_pytorch(precision: str, onnx_dir: Path) -> None:
@@ -151,3 +160,17 @@ def test_profiler_rows_on_cuda() -> None:
         ("fp16", 4),
     ]
     assert all(r.device == "cuda" and r.p50_ms > 0 for r in rows)
+
+
+def test_profiler_measures_gpu_memory() -> None:
+    """On CUDA the memory figures come from PyTorch's allocator: the weights and the
+    activations are on the device, so both are positive."""
+    from predictor.profiler import ProfileSettings, profile
+
+    settings = ProfileSettings(warmup=1, min_repeats=3, min_time_s=0.0, max_time_s=1.0)
+    rows = list(
+        profile(["resnet18"], ["pytorch"], ["fp32"], [1, 16], [1], device="cuda", settings=settings)
+    )
+    resident, per_sample = rows[0].resident_mb, rows[0].per_sample_mb
+    assert resident > 40  # 11.7 M float32 weights are 44.6 MiB
+    assert rows[0].peak_mem_mb < rows[1].peak_mem_mb and per_sample > 0

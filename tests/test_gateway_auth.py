@@ -238,7 +238,9 @@ def test_a_path_gets_the_rule_of_the_route_that_answers_it() -> None:
         "/v2/models/tiny": "/v2/models/{name}",
         "/v2/models/tiny/infer": "/v2/models/{name}/infer",
         "/v2/models/tiny/versions/1/ready": "/v2/models/{name}/versions/{version}/ready",
-        "/v2/repository/index": "/v2/{rest:path}",
+        "/v2/repository/index": "/v2/repository/index",
+        "/v2/repository/models/tiny/load": "/v2/repository/models/{name}/load",
+        "/v2/systemsharedmemory/status": "/v2/{rest:path}",
         "/docs-static/swagger-ui.css": "/docs-static/{path:path}",
         "/stats": "/stats",
     }

@@ -258,7 +258,7 @@ def test_models_lanes_health_ready(client) -> None:
     (model,) = client.get("/v1/models").json()["models"]
     assert model["name"] == "tiny" and model["backends"] == ["onnx"]
     assert model["input_shape"] == [3, 32, 32] and model["output_shape"] == [10]
-    assert model["token_cost"]["base"] == 10
+    assert model["token_cost"] == {"fp32": {"base_mb": 10, "per_sample_mb": 4, "source": "table"}}
     lanes = client.get("/v1/lanes").json()["lanes"]
     assert [lane["kind"] for lane in lanes] == ["thread", "thread"]
     assert all(lane["ready"] and lane["restarts"] == 0 for lane in lanes)

@@ -253,7 +253,7 @@ def test_errors_use_the_v2_body(
     [
         ("/v2/models/nope", "unknown model"),
         ("/v2/models/tiny/versions/3", "no version '3'"),
-        ("/v2/repository/index", "not part of this server's v2 api"),
+        ("/v2/cudasharedmemory/status", "not part of this server's v2 api"),
     ],
 )
 def test_unknown_paths_are_404_in_v2_form(tiny_http, path: str, words: str) -> None:

@@ -19,6 +19,8 @@ REQUIRED = [
     "p99_ms",
     "samples_per_s",
     "peak_mem_mb",
+    "resident_mb",
+    "per_sample_mb",
 ]
 FAST = ProfileSettings(warmup=1, min_repeats=3, min_time_s=0.0, max_time_s=1.0)
 
@@ -50,5 +52,6 @@ def test_profile_writes_one_row_per_combination(tmp_path: Path, onnx_dir: Path) 
         assert int(r["repeats"]) >= 3
         expected_rate = int(r["batch_size"]) * 1e3 / float(r["mean_ms"])
         assert abs(float(r["samples_per_s"]) - expected_rate) <= 1e-3 * expected_rate + 0.01
-        assert float(r["peak_mem_mb"]) >= 0
+        assert float(r["peak_mem_mb"]) >= 0 and float(r["resident_mb"]) > 0
+        assert float(r["per_sample_mb"]) == float(r["per_sample_mb"])  # fitted: not empty
         assert r["precision"] == "fp32" and r["device"] == "cpu"

@@ -161,6 +161,39 @@ def test_an_actor_killed_is_restarted_on_its_node(
     asyncio.run(main())
 
 
+def test_an_actor_loads_and_unloads_a_runner_and_restarts_with_them(
+    ray_cluster: LocalCluster, spec: WorkerSpec, tmp_path: Path
+) -> None:
+    mlp = RunnerSpec(onnx_file_workload(write_mlp(tmp_path / "mlp.onnx"), "mlp"), "onnx", "fp32", 4)
+    x = np.ones((3, 8), dtype=np.float32)
+
+    def rows(key: tuple[str, str, str]) -> LaneBatch:
+        return LaneBatch(1, key, [(x, 0, 3)])
+
+    async def main() -> None:
+        lane = RayLane(spec, node_wanted=ray_cluster.workers[0])
+        try:
+            await lane.start()
+            await lane.load((mlp,))
+            assert (await lane.run(rows(mlp.key))).outputs[0].shape == (3, 4)
+            await lane.unload((KEY,))
+            first = lane.pid
+            assert first is not None
+            ray.kill(lane._actor)  # the restarted actor loads what the lane has now
+            await wait_gone(first)
+            with pytest.raises(WorkerDied):
+                await lane.run(rows(mlp.key))
+            assert (await lane.run(rows(mlp.key))).outputs[0].shape == (3, 4)
+            assert [r.key for r in lane.spec.runners] == [mlp.key]
+            await lane.unload((mlp.key,))
+            with pytest.raises(LaneError, match="no runner"):
+                await lane.run(rows(mlp.key))
+        finally:
+            await lane.close()
+
+    asyncio.run(main())
+
+
 @pytest.mark.parametrize("graceful", [True, False], ids=["removed", "killed"])
 def test_a_lane_whose_node_leaves_is_lost_naming_the_node(
     ray_cluster: LocalCluster, spec: WorkerSpec, graceful: bool

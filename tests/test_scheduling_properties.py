@@ -32,7 +32,7 @@ from scheduling.config import SchedulerConfig
 from scheduling.errors import JobTooLarge, PredictedLate
 from scheduling.job import Dispatch, Job
 from scheduling.scheduler import Scheduler
-from scheduling.tokens import max_samples_within, token_cost
+from scheduling.tokens import max_samples_within, table_cost, token_cost
 from tests.factories import SERVICE, TOKEN_BASES, make_config
 
 RANK = {"interactive": 0, "batch": 1}
@@ -133,8 +133,9 @@ class Checker:
         return self.mb.enabled and job.job_class in self.mb.classes
 
     def cap(self, job: Job, batchable: bool) -> int:
+        capacity = self.config.tokens.capacity
         fits = max_samples_within(
-            TOKEN_BASES[job.workload], job.precision, self.config.tokens.capacity
+            table_cost(TOKEN_BASES[job.workload], job.precision), capacity, capacity
         )
         split = self.config.max_dispatch_samples or 10**9
         return min(fits, self.config.batch_cap() if batchable else split)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from scheduling.errors import JobTooLarge, UnknownWorkload
-from scheduling.tokens import max_samples_within, token_cost
+from scheduling.tokens import TokenCost, max_samples_within, table_cost, token_cost
 from tests.factories import drive, make_job, make_scheduler
 
 ms = 1e-3
@@ -65,10 +65,13 @@ def test_dispatch_size_is_cut_to_what_the_capacity_can_hold() -> None:
 
 def test_max_samples_within_matches_token_cost() -> None:
     for base, precision, capacity in [(80, "fp32", 1000), (260, "fp16", 300), (10, "fp16", 11)]:
-        n = max_samples_within(base, precision, capacity)
+        n = max_samples_within(table_cost(base, precision), capacity, capacity)
         assert token_cost(base, n, precision) <= capacity or n == 0
         assert token_cost(base, n + 1, precision) > capacity
-    assert max_samples_within(260, "fp32", 200) == 0
+    assert max_samples_within(table_cost(260), 200, 200) == 0
+    # A measured cost below a token per sample: the limit bounds the count.
+    assert max_samples_within(TokenCost(10.0, 0.25, "profile p.csv"), 100, 64) == 64
+    assert max_samples_within(TokenCost(10.0, 0.25, "profile p.csv"), 20, 64) == 40
 
 
 def test_job_too_large_is_refused_at_submit() -> None:

@@ -22,6 +22,7 @@ import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from server.errors import Unavailable
 from server.grpc_v2 import codec
 from server.grpc_v2.messages import message_class
 from server.grpc_v2.status import abort
@@ -89,7 +90,10 @@ class Rpcs:
     async def model_ready(self, request: Any, context: grpc.aio.ServicerContext) -> Message:
         """True when the model is served and the gateway ready; NOT_FOUND if not served."""
         codec.check_version(request.name, request.version)
-        self.gw.models.require(request.name)
+        try:
+            self.gw.models.require(request.name)
+        except Unavailable:  # loading or unloading: not ready
+            return ModelReadyResponse(ready=False)
         return ModelReadyResponse(ready=self.gw.ready)
 
     async def server_metadata(self, request: Any, context: grpc.aio.ServicerContext) -> Message:

@@ -126,6 +126,11 @@ class LaneResult:
     service_s: float
 
 
+def runner_names(runners: tuple[RunnerSpec, ...]) -> str:
+    """`model/backend/precision, ...` of `runners`, for messages."""
+    return ", ".join("/".join(r.key) for r in runners)
+
+
 class LaneStatus:
     """The state every kind of lane keeps the same way (what /v1/lanes shows)."""
 
@@ -163,6 +168,16 @@ class Lane(Protocol):
 
     async def start(self) -> None:
         """Load and warm every runner; raises LaneError if that fails."""
+        ...
+
+    async def load(self, runners: tuple[RunnerSpec, ...]) -> None:
+        """Load and warm `runners` at run time on the lane's worker, between dispatches
+        (one with a loaded runner's key replaces it); LaneError if that fails, the lane
+        keeping what it had. A worker restarted later loads them too (`spec` follows)."""
+        ...
+
+    async def unload(self, keys: tuple[RunnerKey, ...]) -> None:
+        """Release the runners of `keys` on the lane's worker (`spec` follows)."""
         ...
 
     async def run(self, batch: LaneBatch) -> LaneResult:

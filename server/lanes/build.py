@@ -20,7 +20,7 @@ from workloads.registry import Workload
 
 if TYPE_CHECKING:
     from scheduling.scheduler import Scheduler
-    from server.config import GatewayConfig
+    from server.config import GatewayConfig, ModelConfig
 
 
 def runner_specs(
@@ -28,14 +28,23 @@ def runner_specs(
 ) -> tuple[RunnerSpec, ...]:
     """One RunnerSpec per configured model × backend × precision."""
     return tuple(
+        r for model in config.models for r in model_runners(model, workloads[model.name], scheduler)
+    )
+
+
+def model_runners(
+    model: ModelConfig, workload: Workload, scheduler: Scheduler
+) -> tuple[RunnerSpec, ...]:
+    """One RunnerSpec per backend × precision of `model` (the scheduling core must know
+    the model: it says how many samples a dispatch may carry)."""
+    return tuple(
         RunnerSpec(
-            workload=workloads[model.name],
+            workload=workload,
             backend=backend,
             precision=precision,
             max_samples=scheduler.largest_dispatch(model.name, precision),
             weights=model.weights,
         )
-        for model in config.models
         for backend in model.backends
         for precision in model.precisions
     )

@@ -1,15 +1,16 @@
 """What crosses the pipe between a process lane and its worker: small dataclasses,
 never tensors (those go through shared memory, server/lanes/shm.py).
 
-Parent → worker: `RunRequest`. Worker → parent: `Loaded` or `LoadFailed` once,
-then one `RunDone` or `RunFailed` per request. Closing the pipe stops the worker.
+Parent → worker: `RunRequest`, `LoadRunners`, `UnloadRunners`. Worker → parent:
+`Loaded` or `LoadFailed` once, then one `RunDone` or `RunFailed` per run request and
+one `Changed` or `ChangeFailed` per load or unload. Closing the pipe stops the worker.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from server.lanes.base import RunnerKey
+from server.lanes.base import RunnerKey, RunnerSpec
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,32 @@ class RunRequest:
     synthetic: list[tuple[int, int]]
     #: The shared block the worker writes the outputs to.
     output_block: str
+
+
+@dataclass(frozen=True)
+class LoadRunners:
+    """Load and warm these runners at run time (each replacing the one of its key)."""
+
+    runners: tuple[RunnerSpec, ...]
+
+
+@dataclass(frozen=True)
+class UnloadRunners:
+    """Release the runners of these keys."""
+
+    keys: tuple[RunnerKey, ...]
+
+
+@dataclass(frozen=True)
+class Changed:
+    """A `LoadRunners` or `UnloadRunners` is done."""
+
+
+@dataclass(frozen=True)
+class ChangeFailed:
+    """A `LoadRunners` failed; the worker keeps the runners it had."""
+
+    error: str
 
 
 @dataclass(frozen=True)
@@ -59,5 +86,8 @@ class RunFailed:
     error: str
 
 
+#: What the parent may send.
+WorkerRequest = RunRequest | LoadRunners | UnloadRunners
+
 #: What a worker may send.
-WorkerReply = Loaded | LoadFailed | RunDone | RunFailed
+WorkerReply = Loaded | LoadFailed | RunDone | RunFailed | Changed | ChangeFailed

@@ -11,11 +11,14 @@ index, retired: it no longer counts for readiness or shows in /v1/lanes.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from server.lanes.base import Lane, LaneBatch, LaneResult
+from server.lanes.base import Lane, LaneBatch, LaneError, LaneResult, RunnerKey, RunnerSpec
+
+log = logging.getLogger("mlws.lanes")
 
 
 @dataclass
@@ -65,6 +68,44 @@ class LaneWorkers:
         if failures:
             self.error = "lanes failed to start: " + "; ".join(failures)
         self._started = True
+
+    async def load(
+        self, runners: tuple[RunnerSpec, ...], previous: tuple[RunnerSpec, ...] = ()
+    ) -> None:
+        """Load and warm `runners` on every live lane at once; LaneError naming each lane
+        that failed, after the others are put back: `previous` (the runners replaced)
+        reloaded, or the new runners unloaded."""
+        lanes = self.live()
+        results = await asyncio.gather(
+            *(lane.load(runners) for lane in lanes), return_exceptions=True
+        )
+        failures = [(lane, r) for lane, r in zip(lanes, results, strict=True) if r is not None]
+        if not failures:
+            return
+        done = [lane for lane, r in zip(lanes, results, strict=True) if r is None]
+        keys = tuple(r.key for r in runners)
+        undo = [lane.load(previous) if previous else lane.unload(keys) for lane in done]
+        await asyncio.gather(*undo, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, Exception):
+                raise result  # cancelled: shutting down
+        raise LaneError("; ".join(" ".join(str(r).split()) for _, r in failures))
+
+    async def unload(self, keys: tuple[RunnerKey, ...]) -> None:
+        """Release the runners of `keys` on every lane (a failure only logged: the
+        runner is gone from the lane's spec either way)."""
+        results = await asyncio.gather(
+            *(lane.unload(keys) for lane in self.live()), return_exceptions=True
+        )
+        for lane, result in zip(self.live(), results, strict=True):
+            if result is not None:
+                log.warning("lane %d: unloading %s: %s", lane.index, keys, result)
+
+    @property
+    def runners(self) -> tuple[RunnerSpec, ...]:
+        """The runners every lane loads now (a lane added at run time loads these)."""
+        live = self.live()
+        return live[0].spec.runners if live else ()
 
     async def run(self, lane: int, batch: LaneBatch) -> LaneResult:
         """Run `batch` on lane `lane`."""

@@ -28,12 +28,23 @@ from server.lanes.base import (
     LaneError,
     LaneResult,
     LaneStatus,
+    RunnerKey,
+    RunnerSpec,
     WorkerDied,
     WorkerSpec,
+    runner_names,
 )
-from server.lanes.messages import Loaded, RunDone, RunRequest, WorkerReply
+from server.lanes.messages import (
+    Changed,
+    Loaded,
+    LoadRunners,
+    RunDone,
+    RunRequest,
+    UnloadRunners,
+    WorkerReply,
+)
 from server.lanes.process_worker import worker_main
-from server.lanes.runners import split_outputs, write_rows
+from server.lanes.runners import split_outputs, with_runners, without_runners, write_rows
 from server.lanes.shm import ShmBlock
 
 log = logging.getLogger("mlws.lanes")
@@ -75,6 +86,18 @@ class ProcessLane(LaneStatus):
             return await self._loop.run_in_executor(self._executor, self._run_sync, batch)
         finally:
             self.running = None
+
+    async def load(self, runners: tuple[RunnerSpec, ...]) -> None:
+        """Load and warm `runners` in the worker, between two dispatches (on the lane
+        thread, so runs queue behind it); LaneError if that fails, the worker keeping
+        what it had. A worker restarted later loads them too."""
+        assert self._loop is not None, "start() first"
+        await self._loop.run_in_executor(self._executor, self._change_sync, LoadRunners(runners))
+
+    async def unload(self, keys: tuple[RunnerKey, ...]) -> None:
+        """Release the runners of `keys` in the worker."""
+        assert self._loop is not None, "start() first"
+        await self._loop.run_in_executor(self._executor, self._change_sync, UnloadRunners(keys))
 
     async def abort(self, reason: str) -> None:
         """Kill a worker stuck in a dispatch; the death watcher restarts it."""
@@ -135,7 +158,10 @@ class ProcessLane(LaneStatus):
     def _run_sync(self, batch: LaneBatch) -> LaneResult:
         self._ensure_alive()
         n = batch.samples
-        in_shape, out_shape = self._shapes[batch.key]
+        shapes = self._shapes.get(batch.key)
+        if shapes is None:
+            raise LaneError(f"lane {self.index} has no runner for {'/'.join(batch.key)}")
+        in_shape, out_shape = shapes
         in_name = None
         synthetic = [(0, n)]
         if any(payload is not None for payload, _, _ in batch.parts):
@@ -155,9 +181,34 @@ class ProcessLane(LaneStatus):
         self.running = batch.dispatch_id  # only once the worker holds it (see /v1/lanes)
         reply = self._receive(None, batch.dispatch_id)
         if not isinstance(reply, RunDone):
-            raise LaneError(f"lane {self.index}: {reply.error}")
+            raise LaneError(f"lane {self.index}: {getattr(reply, 'error', reply)}")
         outputs = self._out.array(reply.shape).copy()  # the block is reused by the next run
         return LaneResult(split_outputs(outputs, batch.counts), reply.service_s)
+
+    def _change_sync(self, request: LoadRunners | UnloadRunners) -> None:
+        """Send a load or unload and wait for its answer; the spec a restarted worker
+        loads from follows it once done (an unload at once: a worker that dies while
+        unloading must not come back with the runners)."""
+        self._ensure_alive()
+        if isinstance(request, UnloadRunners):
+            self._follow(without_runners(self.spec, request.keys))
+        try:
+            assert self._conn is not None
+            self._conn.send(request)
+        except OSError:
+            self.ready = False
+            raise WorkerDied(self._died_message(None)) from None
+        reply = self._receive(self._start_timeout_s)
+        if not isinstance(reply, Changed):
+            what = runner_names(request.runners) if isinstance(request, LoadRunners) else ""
+            why = getattr(reply, "error", reply)
+            raise LaneError(f"lane {self.index} failed to load {what}: {why}")
+        if isinstance(request, LoadRunners):
+            self._follow(with_runners(self.spec, request.runners))
+
+    def _follow(self, spec: WorkerSpec) -> None:
+        self.spec = spec
+        self._shapes = {r.key: (r.input_shape, r.output_shape) for r in spec.runners}
 
     def _receive(self, timeout: float | None, dispatch_id: int | None = None) -> WorkerReply:
         """The worker's next message; WorkerDied if it exits first."""

@@ -1,7 +1,8 @@
 """The worker side of a process lane: the entry point of the spawned process.
 
 Load and warm the runners, say `Loaded` (or `LoadFailed` and exit), then serve
-`RunRequest`s until the parent goes away (EOF on the pipe). Tensors come and go
+`RunRequest`s, and runners loaded or unloaded at run time (`LoadRunners`,
+`UnloadRunners`), one at a time, until the parent goes away (EOF on the pipe). Tensors come and go
 through the parent's shared blocks; only the messages of server/lanes/messages.py
 cross the pipe.
 """
@@ -13,7 +14,19 @@ import signal
 from multiprocessing.connection import Connection
 
 from server.lanes.base import WorkerSpec
-from server.lanes.messages import Loaded, LoadFailed, RunDone, RunFailed, RunRequest
+from server.lanes.messages import (
+    Changed,
+    ChangeFailed,
+    Loaded,
+    LoadFailed,
+    LoadRunners,
+    RunDone,
+    RunFailed,
+    RunRequest,
+    UnloadRunners,
+    WorkerReply,
+    WorkerRequest,
+)
 from server.lanes.runners import RunnerSet, timed_run
 from server.lanes.shm import AttachedBlocks
 
@@ -40,14 +53,32 @@ def worker_main(conn: Connection, spec: WorkerSpec) -> None:
 def _serve(conn: Connection, runners: RunnerSet, blocks: AttachedBlocks) -> None:
     while True:
         try:
-            request: RunRequest = conn.recv()
+            request: WorkerRequest = conn.recv()
         except (EOFError, OSError):
             return  # the parent is gone, or closed the pipe to stop this worker
-        try:
-            reply: RunDone | RunFailed = _run_one(runners, blocks, request)
-        except Exception as exc:
-            reply = RunFailed(request.dispatch_id, f"{type(exc).__name__}: {exc}")
-        conn.send(reply)
+        if isinstance(request, RunRequest):
+            conn.send(_answer_run(runners, blocks, request))
+        else:
+            conn.send(_change(runners, request))
+
+
+def _answer_run(runners: RunnerSet, blocks: AttachedBlocks, request: RunRequest) -> WorkerReply:
+    try:
+        return _run_one(runners, blocks, request)
+    except Exception as exc:
+        return RunFailed(request.dispatch_id, f"{type(exc).__name__}: {exc}")
+
+
+def _change(runners: RunnerSet, request: LoadRunners | UnloadRunners) -> WorkerReply:
+    """Load or unload runners between two dispatches."""
+    try:
+        if isinstance(request, LoadRunners):
+            runners.load(request.runners)
+        else:
+            runners.unload(request.keys)
+    except Exception as exc:
+        return ChangeFailed(f"{type(exc).__name__}: {exc}")
+    return Changed()
 
 
 def _run_one(runners: RunnerSet, blocks: AttachedBlocks, request: RunRequest) -> RunDone:

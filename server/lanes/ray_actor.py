@@ -4,7 +4,8 @@ A plain class here, made an actor (`ray.remote`) where the lane creates it, so
 that this module imports without a Ray runtime. Like a process lane's worker it
 loads and warms its runners once, in its constructor (after writing the model
 files its node lacks, server/lanes/model_files.py), then runs one dispatch per
-call. The actor's constructor and its calls run on the worker process's one
+call; runners loaded or unloaded at run time come as calls too, between
+dispatches. The actor's constructor and its calls run on the worker process's one
 thread (no `max_concurrency`): the OS priority taken before loading, and the
 intra-op threads the runtimes start, belong to the thread that runs every
 dispatch. The gateway side is server/lanes/ray_lane.py.
@@ -12,13 +13,14 @@ dispatch. The gateway side is server/lanes/ray_lane.py.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
 import numpy as np
 import ray
 
-from server.lanes.base import RunnerKey, WorkerSpec
+from server.lanes.base import RunnerKey, RunnerSpec, WorkerSpec
 from server.lanes.model_files import ModelFile, install
 from server.lanes.runners import RunnerSet, timed_run
 
@@ -48,6 +50,16 @@ class LaneActor:
             "node": ray.get_runtime_context().get_node_id(),
             "error": self._error,
         }
+
+    def load(self, runners: tuple[RunnerSpec, ...], files: tuple[ModelFile, ...]) -> None:
+        """Load and warm `runners` at run time, after writing the files this node lacks
+        (raises if that fails; the actor keeps what it had)."""
+        spec = install(dataclasses.replace(self._runners.spec, runners=runners), files)
+        self._runners.load(spec.runners)
+
+    def unload(self, keys: tuple[RunnerKey, ...]) -> None:
+        """Release the runners of `keys`."""
+        self._runners.unload(keys)
 
     def run(
         self,

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import math
@@ -43,13 +44,15 @@ from server.lanes.base import (
     LaneStatus,
     NodeLost,
     PartRows,
+    RunnerKey,
+    RunnerSpec,
     WorkerDied,
     WorkerSpec,
 )
 from server.lanes.model_files import gather
 from server.lanes.ray_actor import LaneActor
 from server.lanes.ray_cluster import alive_nodes, node_gone
-from server.lanes.runners import split_outputs, write_rows
+from server.lanes.runners import split_outputs, with_runners, without_runners, write_rows
 
 log = logging.getLogger("mlws.lanes")
 
@@ -129,6 +132,33 @@ class RayLane(LaneStatus):
         finally:
             self.running = None
         return LaneResult(split_outputs(outputs, batch.counts), service_s)
+
+    async def load(self, runners: tuple[RunnerSpec, ...]) -> None:
+        """Load and warm `runners` on the actor, between two dispatches (their files go
+        along through the object store); LaneError if that fails. A restarted actor
+        loads them too."""
+        files = await asyncio.to_thread(gather, dataclasses.replace(self.spec, runners=runners))
+        await self._call("load", runners, files)
+        self._follow(with_runners(self.spec, runners))
+
+    async def unload(self, keys: tuple[RunnerKey, ...]) -> None:
+        """Release the runners of `keys` on the actor (a restarted one no longer loads them)."""
+        self._follow(without_runners(self.spec, keys))
+        await self._call("unload", keys)
+
+    async def _call(self, method: str, *args: Any) -> None:
+        actor = await self._live_actor()
+        try:
+            await getattr(actor, method).remote(*args)
+        except RayTaskError as exc:
+            cause = exc.cause
+            raise LaneError(f"lane {self.index}: {type(cause).__name__}: {cause}") from None
+        except RayError as exc:
+            raise await self._failure(actor, exc, f"in {method}") from None
+
+    def _follow(self, spec: WorkerSpec) -> None:
+        self.spec = spec
+        self._input_shapes = {r.key: r.input_shape for r in spec.runners}
 
     async def abort(self, reason: str) -> None:
         """Kill an actor stuck in a dispatch and start its replacement."""

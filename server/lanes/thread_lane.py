@@ -13,8 +13,23 @@ import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
-from server.lanes.base import LaneBatch, LaneError, LaneResult, LaneStatus, WorkerSpec
-from server.lanes.runners import RunnerSet, split_outputs, timed_run
+from server.lanes.base import (
+    LaneBatch,
+    LaneError,
+    LaneResult,
+    LaneStatus,
+    RunnerKey,
+    RunnerSpec,
+    WorkerSpec,
+    runner_names,
+)
+from server.lanes.runners import (
+    RunnerSet,
+    split_outputs,
+    timed_run,
+    with_runners,
+    without_runners,
+)
 
 log = logging.getLogger("mlws.lanes")
 
@@ -45,6 +60,23 @@ class ThreadLane(LaneStatus):
             raise LaneError(f"lane {self.index} failed to load its models: {self.error}") from exc
         self.ready = True
         log.info("lane %d ready", self.index)
+
+    async def load(self, runners: tuple[RunnerSpec, ...]) -> None:
+        """Load and warm `runners` on the lane's thread, between two dispatches; LaneError
+        if that fails (the lane keeps what it had)."""
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._executor, self._runners.load, runners)
+        except Exception as exc:
+            what, why = runner_names(runners), f"{type(exc).__name__}: {exc}"
+            raise LaneError(f"lane {self.index} failed to load {what}: {why}") from exc
+        # What a replacement thread (abort) loads from now on.
+        self.spec = with_runners(self.spec, runners)
+
+    async def unload(self, keys: tuple[RunnerKey, ...]) -> None:
+        """Release the runners of `keys` on the lane's thread."""
+        self.spec = without_runners(self.spec, keys)
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._runners.unload, keys)
 
     async def run(self, batch: LaneBatch) -> LaneResult:
         """Assemble, run and split `batch` on the lane's thread."""
