@@ -28,6 +28,7 @@ from predictor.profile_table import ProfileError, ProfileTable
 from predictor.progress import Progress, say
 from scheduling.job import Job
 from scheduling.lane_groups import ServiceModels, model_for
+from scheduling.residency import SwapCounts
 from scheduling.service_time import FixedServiceTime, ServiceTimeModel
 from scheduling.simulator import Arrival, SimResult, simulate
 from scheduling.tokens import TokenCost, TokenCosts
@@ -266,6 +267,7 @@ def simulate_run(
         "mean_dispatch_samples": samples / result.dispatches if result.dispatches else None,
         "sim_time_s": result.sim_time,
         "topology": topology_summary(config),
+        "swaps": swaps_summary(config, result.swaps),
     }
     if predictor_info is not None:
         extra["predictor"] = predictor_info
@@ -281,6 +283,19 @@ def topology_summary(config: ExperimentConfig) -> dict[str, Any]:
         "nodes": cluster.nodes,
         "lanes": cluster.nodes * config.scheduler.lanes,
         "network_ms": cluster.network_ms,
+    }
+
+
+def swaps_summary(config: ExperimentConfig, swaps: SwapCounts) -> dict[str, Any]:
+    """Model swaps under a lane budget for summary.json: loads, evictions, the seconds
+    lanes spent loading, and that time's share of the lanes' run time."""
+    lane_s = config.cluster.nodes * config.scheduler.lanes * config.duration_s
+    return {
+        "lane_budget_mb": config.scheduler.tokens.lane_budget,
+        "loads": swaps.loads,
+        "evictions": swaps.evictions,
+        "load_s": swaps.load_s,
+        "load_share": swaps.load_s / lane_s if lane_s else 0.0,
     }
 
 

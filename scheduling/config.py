@@ -84,6 +84,29 @@ class TokenConfig(BaseModel):
         "largest figures over its backends and threads); others keep the hand-set table "
         "(base + 4 per sample, × 0.7 at fp16). Relative paths as the config's other files.",
     )
+    device_reserve_mb: int | None = Field(
+        None,
+        ge=0,
+        description="On a CUDA device: the capacity is the device's memory minus this "
+        "reserve (MiB: the CUDA context, the allocator's slack), read at start-up, instead "
+        "of `capacity`. A gateway on CPU keeps `capacity`.",
+    )
+    lane_budget: int | None = Field(
+        None,
+        ge=1,
+        description="MiB of loaded models one lane may hold (each model's resident cost): "
+        "when the served models do not all fit, a lane loads a model when a dispatch needs "
+        "it and first evicts the models it used least recently. None: every lane holds "
+        "every model, loaded at start-up.",
+    )
+    load_ms: dict[str, float] = Field(
+        default_factory=dict,
+        description="Per model, the time (ms) a lane takes to load and warm it, until the "
+        "gateway has measured one: a cold start counted into admission's forecast.",
+    )
+    default_load_ms: float = Field(
+        500.0, ge=0, description="Load time (ms) of a model load_ms does not name."
+    )
 
 
 class LaneGroupConfig(BaseModel):

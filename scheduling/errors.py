@@ -24,7 +24,13 @@ class JobTooLarge(SchedulingError):
     """Even a one-sample dispatch of the job's model needs more tokens than exist."""
 
     def __init__(
-        self, workload: str, precision: str, tokens: int, capacity: int, source: str = "table"
+        self,
+        workload: str,
+        precision: str,
+        tokens: int,
+        capacity: int,
+        source: str = "table",
+        limit: str = "node",
     ) -> None:
         self.workload = workload
         self.precision = precision
@@ -32,10 +38,17 @@ class JobTooLarge(SchedulingError):
         self.capacity = capacity
         #: Where the cost came from: "table" or "profile <file>".
         self.source = source
+        #: What it exceeds: "node" (the token capacity) or "lane" (the lane budget).
+        self.limit = limit
+        origin = "hand-set table" if source == "table" else source
+        if limit == "lane":
+            what = f"model {workload!r} at {precision} holds {tokens} MiB loaded"
+            bound = f"lane budget (tokens.lane_budget) of {capacity}"
+        else:
+            what = f"a one-sample dispatch of {workload!r} at {precision} needs {tokens} tokens"
+            bound = f"capacity of {capacity}"
         super().__init__(
-            f"a one-sample dispatch of {workload!r} at {precision} needs {tokens} tokens "
-            f"(MiB, cost from the {'hand-set table' if source == 'table' else source}), "
-            f"more than the capacity of {capacity}: it could never run"
+            f"{what} (MiB, cost from the {origin}), more than the {bound}: it could never run"
         )
 
 

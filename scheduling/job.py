@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from scheduling.residency import Swap
+
 JobClass = Literal["interactive", "batch"]
 JOB_CLASSES: tuple[JobClass, ...] = ("interactive", "batch")
 #: Default SLO per class, seconds.
@@ -107,6 +109,8 @@ class Dispatch:
     group: int = 0
     #: Whether this is the one retry of a dispatch whose lane was lost.
     retried: bool = False
+    #: Models the lane evicts and the load it does first (lane budgets only).
+    swap: Swap | None = None
 
     @property
     def samples(self) -> int:

@@ -41,6 +41,7 @@ class LaneGroup:
         self.model = _cached(model)
         self._costs = costs
         self._capacity = scheduler.tokens.capacity
+        self._lane_budget = scheduler.tokens.lane_budget
         self._split = scheduler.max_dispatch_samples or scheduler.tokens.capacity
         self._batch_cap = scheduler.batch_cap()
         #: Per (workload, backend, precision): most samples in one dispatch, merged or alone.
@@ -75,8 +76,11 @@ class LaneGroup:
 
     def largest(self, workload: str, precision: str) -> int:
         """Most samples one dispatch of `workload` may carry before the budget: the
-        larger sample cap (split or merged), cut to what the tokens hold (0: none fits)."""
+        larger sample cap (split or merged), cut to what the tokens hold (0: none fits,
+        nor does a model too big for the lane budget)."""
         cost = self._costs.cost(workload, precision)  # UnknownWorkload if not served
+        if self._lane_budget is not None and cost.base > self._lane_budget + 1e-9:
+            return 0
         return max_samples_within(cost, self._capacity, max(self._split, self._batch_cap))
 
     def learn(self, key: GroupKey) -> int:
@@ -103,6 +107,12 @@ class LaneGroup:
             return mean + hop, scale * max(0.0, model.plan(*key, n) - mean)
 
         return chunk_times(samples, cap, estimate)
+
+    def relearn(self, workload: str) -> None:
+        """Learn the caps of `workload` again (its cost changed): its queued jobs keep
+        being planned, now with the new caps."""
+        for key in [k for k in self.solo_caps if k[0] == workload]:
+            self.learn(key)
 
     def forget(self, workload: str) -> None:
         """Drop the caps learned for `workload` (its cost changed, or it is gone)."""

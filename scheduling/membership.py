@@ -8,11 +8,12 @@ lost dispatch already waited its turn once, and its jobs are the oldest.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from scheduling.job import Dispatch, Job, Outcome
 from scheduling.placement import Placement
+from scheduling.residency import Residency
 
 if TYPE_CHECKING:
     from scheduling.admission import Estimate
@@ -31,12 +32,16 @@ class Membership:
     _running: dict[int, Dispatch]
     _retries: list[list[tuple[Dispatch, str]]]
     _failed: list[Job]
+    _residency: Residency
     _next_dispatch_id: int
     hop_s: float
 
     def _release(self, dispatch: Dispatch, now: float) -> None: ...
     def _finish(self, job: Job, now: float, outcome: Outcome, reason: str) -> None: ...
     def _note_lane_end(self, group: LaneGroup, dispatch: Dispatch, now: float) -> None: ...
+    # Defined by ModelResidency, which comes before this mixin in Scheduler's bases.
+    def _swap_in(self, dispatch: Dispatch, now: float) -> None: ...
+    def _warm_on(self, key: tuple[str, str, str]) -> Callable[[int], bool] | None: ...
 
     def add_lane(self, group: str, node: str) -> int:
         """A new idle lane of lane group `group` on `node`; its index (never reused)."""
@@ -53,6 +58,7 @@ class Membership:
         """Lane `lane` leaves: at once if idle, else when its running dispatch ends."""
         del now  # the core's calls all take the time; leaving needs none yet
         self._place.remove_lane(lane)
+        self._residency.remove_lane(lane)
 
     def node_of(self, lane: int) -> str:
         """The node lane `lane` is (or was) on."""
@@ -95,7 +101,8 @@ class Membership:
                 waiting.pop(0)
                 self._failed += self._fail_parts(lost.parts, now, reason + NO_TIME_TO_RETRY)
                 continue
-            lane = self._place.acquire(group.index, lost.tokens)
+            key = (lost.workload, lost.backend, lost.precision)
+            lane = self._place.acquire(group.index, lost.tokens, self._warm_on(key))
             if lane is None:
                 return False
             waiting.pop(0)
@@ -130,6 +137,7 @@ class Membership:
         for part in lost.parts:
             part.job.lane = lane
             part.job.microbatch_id = did
+        self._swap_in(dispatch, now)
         self._note_lane_end(group, dispatch, now)
         self._running[did] = dispatch
         return dispatch

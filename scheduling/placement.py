@@ -13,7 +13,7 @@ exactly the single token pool it replaces.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from scheduling.resources import LanePool, TokenPool
 
@@ -63,16 +63,24 @@ class Placement:
         return [lane for lane in range(self.lanes.size) if self.lanes.is_live(lane)]
 
     # ---------------------------------------------------------- dispatches
-    def acquire(self, group: int, tokens: int) -> int | None:
+    def acquire(
+        self, group: int, tokens: int, prefer: Callable[[int], bool] | None = None
+    ) -> int | None:
         """A lane of `group` whose node has `tokens` free, with the tokens taken; None
-        if no idle lane's node has room."""
+        if no idle lane's node has room. With `prefer`, a lane for which it holds comes
+        first (one that already holds the dispatch's model), then any other."""
         pools, node_of = self._pools, self._node_of
+        fits: Callable[[int], bool] | None = None
         if len(pools) == 1:  # one node: the common case, no per-lane check
             if not next(iter(pools.values())).fits(tokens):
                 return None
-            lane = self.lanes.acquire(group)
         else:
-            lane = self.lanes.acquire(group, lambda i: pools[node_of[i]].fits(tokens))
+            fits = lambda i: pools[node_of[i]].fits(tokens)  # noqa: E731
+        lane = None
+        if prefer is not None:
+            lane = self.lanes.acquire(group, prefer if fits is None else _both(prefer, fits))
+        if lane is None:
+            lane = self.lanes.acquire(group, fits)
         if lane is not None:
             pools[node_of[lane]].take(tokens)
         return lane
@@ -96,3 +104,7 @@ class Placement:
         if node not in self._pools:
             self._pools[node] = TokenPool(self.capacity)
         self._per_node[node] = self._per_node.get(node, 0) + delta
+
+
+def _both(a: Callable[[int], bool], b: Callable[[int], bool]) -> Callable[[int], bool]:
+    return lambda lane: a(lane) and b(lane)

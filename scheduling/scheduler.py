@@ -45,13 +45,15 @@ from collections.abc import Mapping
 
 from scheduling.admission import Estimate, check_admission, chunk_times, forecast
 from scheduling.config import ClassAdmission, SchedulerConfig
-from scheduling.errors import JobTooLarge, NoLane, QueueFull
+from scheduling.errors import NoLane, QueueFull
 from scheduling.job import JOB_CLASSES, Dispatch, Job, Outcome, Part
 from scheduling.lane_groups import LaneGroup, ServiceModels, model_for
 from scheduling.membership import Membership
 from scheduling.microbatch import MicroBatcher
+from scheduling.model_residency import ModelResidency
 from scheduling.placement import Placement
 from scheduling.policies import make_policy
+from scheduling.residency import Residency
 from scheduling.scheduler_counts import SchedulerCounts
 from scheduling.tokens import TokenCost, TokenCosts
 
@@ -59,7 +61,7 @@ from scheduling.tokens import TokenCost, TokenCosts
 SHED_REASON = "cannot meet its deadline even if started now"
 
 
-class Scheduler(SchedulerCounts, Membership):
+class Scheduler(SchedulerCounts, ModelResidency, Membership):
     """Queue, policies, micro-batcher, token pools and lanes behind a few calls."""
 
     def __init__(
@@ -90,6 +92,9 @@ class Scheduler(SchedulerCounts, Membership):
         self._lanes = self._place.lanes
         #: Per lane, the (mean end, planning excess) of the dispatch it runs.
         self._lane_end: list[Estimate] = [(0.0, 0.0)] * self._lanes.size
+        tokens = config.tokens
+        #: Which models each lane holds under `tokens.lane_budget` (model_residency.py).
+        self._residency = Residency(tokens.lane_budget, tokens.load_ms, tokens.default_load_ms)
         #: Per group, dispatches whose lane was lost, waiting for their one retry.
         self._retries: list[list[tuple[Dispatch, str]]] = [[] for _ in groups]
         self._failed: list[Job] = []
@@ -112,10 +117,11 @@ class Scheduler(SchedulerCounts, Membership):
         """Admit `job` at `now` (sets `job.enqueue`).
 
         Raises UnknownWorkload, JobTooLarge (a one-sample dispatch can never fit
-        the token capacity), QueueFull (its class's queue_limit is reached) or
-        PredictedLate (its class refuses late work and the forecast says it would
-        be). A job of a class that sheds late work, already unable to meet its
-        deadline, is shed at once: it is reported by `take_shed()`, not queued.
+        the token capacity, or its model the lane budget), QueueFull (its class's
+        queue_limit is reached) or PredictedLate (its class refuses late work and
+        the forecast says it would be). A job of a class that sheds late work,
+        already unable to meet its deadline, is shed at once: it is reported by
+        `take_shed()`, not queued.
         """
         self._sync()
         key = (job.workload, job.backend, job.precision)
@@ -124,10 +130,7 @@ class Scheduler(SchedulerCounts, Membership):
         if solo_cap is None:
             solo_cap = group.learn(key)
         if not solo_cap:
-            cost = self.costs.cost(job.workload, job.precision)
-            raise JobTooLarge(
-                job.workload, job.precision, cost.tokens(1), self._place.capacity, cost.source
-            )
+            raise self._too_large(job)
         if not self._lanes.counts[group.index]:
             raise NoLane(job.job_class, group.config.name)
         limit = self._limits.get(job.job_class)
@@ -177,7 +180,10 @@ class Scheduler(SchedulerCounts, Membership):
                     continue
                 samples = sum(count for _, count in picks)
                 tokens = self.costs.tokens(head.workload, samples, head.precision)
-                lane = self._place.acquire(group.index, tokens)
+                key = (head.workload, head.backend, head.precision)
+                if self._warm_soon(group, key, now):
+                    break  # its model's lane frees before a cold one could load it
+                lane = self._place.acquire(group.index, tokens, self._warm_on(key))
                 if lane is None:
                     return out  # strict head of line, across groups: module docstring
                 out.append(self._commit(group, head, picks, tokens, lane, now))
@@ -271,19 +277,6 @@ class Scheduler(SchedulerCounts, Membership):
         """Tokens a dispatch of `samples` samples of `job`'s model holds."""
         return self.costs.tokens(job.workload, samples, job.precision)
 
-    def set_workload(self, name: str, base: int) -> None:
-        """Serve model `name` at token base `base` from now on (loaded, or replaced, at
-        run time); its caps are learned afresh at its next job."""
-        self.costs.set_base(name, base)
-        for group in self._groups:
-            group.forget(name)
-
-    def forget_workload(self, name: str) -> None:
-        """Model `name` is no longer served (unloaded): its jobs are refused as unknown."""
-        self.costs.remove(name)
-        for group in self._groups:
-            group.forget(name)
-
     # ---------------------------------------------------------------- phases
 
     def _sync(self) -> None:
@@ -302,6 +295,8 @@ class Scheduler(SchedulerCounts, Membership):
         batchable = job.job_class in self._mb.classes
         cap = group.batch_caps[key] if batchable else group.solo_caps[key]
         own = group.estimates(key, job.remaining, cap, self.hop_s)
+        cold = self._cold_start_s(group, key)  # no lane holds its model: a load first
+        own[0] = (own[0][0] + cold, own[0][1])
         load = group.load(
             group.note_arrival(now), sum(mean for mean, _ in own), self._lanes.counts[group.index]
         )
@@ -428,6 +423,7 @@ class Scheduler(SchedulerCounts, Membership):
         dispatch = Dispatch(
             did, lane, head.workload, head.backend, head.precision, parts, tokens, now, group.index
         )
+        self._swap_in(dispatch, now)
         self._note_lane_end(group, dispatch, now)
         self._running[did] = dispatch
         return dispatch
@@ -441,7 +437,9 @@ class Scheduler(SchedulerCounts, Membership):
                 dispatch.samples,
             )
             mean = model.predict(*key, samples)
-            self._lane_end[dispatch.lane] = (now + mean, max(0.0, model.plan(*key, samples) - mean))
+            load = dispatch.swap.load_s if dispatch.swap is not None else 0.0
+            excess = max(0.0, model.plan(*key, samples) - mean)
+            self._lane_end[dispatch.lane] = (now + load + mean, excess)
 
     def _release(self, dispatch: Dispatch, now: float) -> None:
         if self._running.pop(dispatch.id, None) is not dispatch:

@@ -13,13 +13,14 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from scheduling.config import SchedulerConfig
 from scheduling.cpu_share import Executor
 from scheduling.errors import JobTooLarge, PredictedLate, QueueFull
 from scheduling.job import Dispatch, Job, JobClass
 from scheduling.lane_groups import ServiceModels, model_for
+from scheduling.residency import SwapCounts
 from scheduling.scheduler import Scheduler
 from scheduling.service_time import ServiceTimeModel
 from scheduling.sim_cluster import ONE_MACHINE, Topology, cluster_executor, place_lanes
@@ -52,6 +53,8 @@ class SimResult:
     dispatches: int
     #: Virtual time of the last event.
     sim_time: float
+    #: Model loads and evictions under a lane budget, and the seconds lanes spent loading.
+    swaps: SwapCounts = field(default_factory=SwapCounts)
 
     def outcomes(self) -> dict[str, int]:
         """Jobs per outcome."""
@@ -109,22 +112,20 @@ def simulate(
 
     A dispatch of n samples needs service_model.predict(..., n) seconds (the
     model of its lane group, if a mapping by group name is given), times a
-    lognormal factor with sigma `jitter` and mean 1 (seeded by `seed`). With
+    lognormal factor with sigma `jitter` and mean 1 (seeded by `seed`), plus its
+    swap's load time under a lane budget (`tokens.lane_budget`: each lane starts
+    with the models that fit, in order of first arrival). With
     `cores`, lanes share that many CPUs by their group's threads and priority
     (`scheduling.cpu_share.SharedCores`), and each arrival also costs
     `request_cpu_s` of normal-priority CPU outside the lanes (the gateway's
     event loop reading and answering it); without, each lane has its own.
     At equal times completions are handled before arrivals, then the scheduler
-    is polled. A job refused at admission (QueueFull, JobTooLarge,
-    PredictedLate) ends with outcome "rejected" at its arrival; an unknown
-    workload is a config error and propagates.
+    is polled. A job refused at admission (QueueFull, JobTooLarge, PredictedLate)
+    ends "rejected" at its arrival; an unknown workload is a config error.
 
-    `policy_model` is what the scheduler *believes* (policies, shedding), e.g.
-    a learned predictor, while `service_model` stays the truth the lanes run
-    on; by default the scheduler believes the truth. `progress` hears (arrivals
-    submitted, total) about every 1 % of the arrivals, for a caller that shows how
-    far a long run is (the simulator keeps no clock).
-
+    `policy_model` is what the scheduler *believes* (policies, shedding), e.g. a
+    learned predictor; `service_model` stays the truth (the default belief).
+    `progress` hears (arrivals submitted, total) about every 1 % of the arrivals.
     `topology` makes it a cluster (scheduling/sim_cluster.py): every lane group's
     lanes on each of `topology.nodes` nodes, one scheduler over all of them, token
     capacity and `cores` per node, the event loop's CPU on node-0, and every
@@ -139,16 +140,28 @@ def simulate(
     sched = scheduler_class(config, token_bases, belief, measured_costs=measured_costs)
     layout = place_lanes(sched, config.groups(), topology.nodes)
     jobs = make_jobs(arrivals)
-    groups = config.groups()
+    _preload(sched, jobs)
     rng = random.Random(seed)
-    samplers = [_service_sampler(model_for(service_model, g.name), jitter, rng) for g in groups]
+    samplers = [
+        _service_sampler(model_for(service_model, g.name), jitter, rng) for g in config.groups()
+    ]
 
-    def service(d: Dispatch) -> float:
-        return samplers[d.group](d)
+    def service(d: Dispatch) -> float:  # a swap's load first, as long as predicted
+        return samplers[d.group](d) + (d.swap.load_s if d.swap is not None else 0.0)
 
     executor = cluster_executor(layout, topology, cores)
     dispatches, end = _run(sched, jobs, service, executor, request_cpu_s, progress)
-    return SimResult(jobs=jobs, dispatches=dispatches, sim_time=end)
+    return SimResult(jobs=jobs, dispatches=dispatches, sim_time=end, swaps=sched.swaps)
+
+
+def _preload(sched: Scheduler, jobs: Sequence[Job]) -> None:
+    """Under a lane budget, each lane starts holding the models it fits, in the order
+    they first arrive (the gateway loads its configured models in order)."""
+    if sched.lane_budget is None:
+        return
+    keys = list(dict.fromkeys((j.workload, j.backend, j.precision) for j in jobs))
+    for lane in sched.live_lanes():
+        sched.preload(lane, keys, 0.0)
 
 
 def _service_sampler(
