@@ -52,7 +52,8 @@ def create_app(config: GatewayConfig | None = None) -> FastAPI:
         gw = build_gateway(config)
         app.state.gateway = gw
         app.state.repository = ModelRepository(gw)  # models loaded and unloaded at run time
-        app.state.grpc = await start_grpc(gw, app.version)  # KServe v2 over gRPC, this loop
+        # KServe v2 over gRPC on this loop, with the same model repository.
+        app.state.grpc = await start_grpc(gw, app.version, app.state.repository)
         gw.dispatcher.start()
         gw.loader = asyncio.create_task(load(gw), name="mlws-loader")
         try:

@@ -14,7 +14,8 @@ the gateway's config (or an in-tree model by its name) is loaded as configured.
 States: READY, LOADING, UNLOADING, UNAVAILABLE (the reason says why: unloaded, or the
 error of its failed load). Files travel by path only (inside `model_dir`): a load that
 uploads files (`parameters` keys `file:...`) is refused. Errors answer in the
-protocol's form, `{"error": "<message>"}`. The work is server/model_repository.py's.
+protocol's form, `{"error": "<message>"}`. The work is server/model_repository.py's;
+server/grpc_v2/repository.py answers the same over gRPC.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ def add_repository_routes(router: APIRouter) -> None:
     @router.post("/repository/models/{name}/load", **done)
     async def load(request: Request, name: str) -> Response:
         """Load (or replace) a model; answers once every lane has loaded and warmed it."""
-        await _repository(request).load(name, _config(await _body(request)))
+        body = await _body(request)
+        await _repository(request).load(name, load_config(body.get("parameters", {})))
         return Response(status_code=200)
 
     @router.post("/repository/models/{name}/unload", **done)
@@ -88,9 +90,10 @@ async def _body(request: Request) -> dict[str, Any]:
     return body
 
 
-def _config(body: dict[str, Any]) -> str | None:
-    """The load's config (a JSON string), None if it has none."""
-    parameters = body.get("parameters", {})
+def load_config(parameters: object) -> str | None:
+    """The config a load's `parameters` carry (a JSON string), None if none; uploads
+    (`file:...` keys) refused. HTTP's body and gRPC's request (server/grpc_v2) both
+    carry them."""
     if not isinstance(parameters, dict):
         raise RepositoryRefused("parameters must be a JSON object", field="parameters")
     uploads = sorted(k for k in parameters if k.startswith("file:"))
@@ -102,5 +105,7 @@ def _config(body: dict[str, Any]) -> str | None:
         )
     config = parameters.get("config")
     if config is not None and not isinstance(config, str):
-        raise RepositoryRefused("parameters.config must be a JSON string", field="config")
+        raise RepositoryRefused(
+            "parameters.config must be a string (the config as JSON)", field="config"
+        )
     return config

@@ -3,12 +3,13 @@
 A call carries its token as ``authorization: Bearer <token>`` metadata (what
 tritonclient.grpc sends for ``headers={"authorization": ...}``). Each RPC needs
 the roles of its HTTP twin in `server.auth.ROUTE_ROLES` (ServerLive as GET
-/v2/health/live, ModelInfer as POST /v2/models/{name}/infer, ...), so one table
-says who may call what for both protocols: the health RPCs are open exactly when
-the HTTP health routes are. Refusals are UNAUTHENTICATED (no or an unknown token)
-or PERMISSION_DENIED (a token without the role), counted in
-mlws_auth_failures_total as HTTP's are. A method the service lacks is left to
-gRPC's UNIMPLEMENTED.
+/v2/health/live, ModelInfer as POST /v2/models/{name}/infer, RepositoryModelLoad as
+POST /v2/repository/models/{name}/load, ...), so one table says who may call what
+for both protocols: the health RPCs are open exactly when the HTTP health routes
+are, and an RPC given no twin needs the operator's role. Refusals are
+UNAUTHENTICATED (no or an unknown token) or PERMISSION_DENIED (a token without the
+role), counted in mlws_auth_failures_total as HTTP's are. A method the service lacks
+is left to gRPC's UNIMPLEMENTED.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import grpc
 
 from server.auth import OPEN, UNLISTED, TokenStore, rule_for
 from server.errors import Forbidden, GatewayError, Unauthorized
-from server.grpc_v2.messages import SERVICE
+from server.grpc_v2.messages import SERVICE, methods
 from server.grpc_v2.status import abort
 from server.metrics import GatewayMetrics
 
@@ -33,12 +34,17 @@ HTTP_TWINS: dict[str, str] = {
     "ModelMetadata": "/v2/models/m",
     "ModelConfig": "/v2/models/m/config",
     "ModelInfer": "/v2/models/m/infer",
+    "RepositoryIndex": "/v2/repository/index",
+    "RepositoryModelLoad": "/v2/repository/models/m/load",
+    "RepositoryModelUnload": "/v2/repository/models/m/unload",
 }
 
 
 def roles_needed(method: str) -> frozenset[str]:
-    """The roles that may call RPC `method` (its name, e.g. "ModelInfer"); OPEN: anyone."""
-    rule = rule_for(HTTP_TWINS[method])
+    """The roles that may call RPC `method` (its name, e.g. "ModelInfer"); OPEN: anyone.
+    An RPC without a twin needs the operator's role (UNLISTED), never nothing."""
+    twin = HTTP_TWINS.get(method)
+    rule = None if twin is None else rule_for(twin)
     return UNLISTED if rule is None else rule.roles
 
 
@@ -62,7 +68,7 @@ class TokenCheck(grpc.aio.ServerInterceptor):
         self.store = store
         self.metrics = metrics
         prefix = f"/{SERVICE}/"
-        self.needs = {prefix + name: roles_needed(name) for name in HTTP_TWINS}
+        self.needs = {prefix + m.name: roles_needed(m.name) for m in methods()}
 
     async def intercept_service(
         self,

@@ -1,7 +1,7 @@
 """The gRPC server of one gateway: grpc.aio on the event loop uvicorn runs.
 
-`start_grpc(gw, version)` binds ``grpc_port`` on the gateway's host (0: a free
-port; None: no gRPC) and serves every RPC of both protos under
+`start_grpc(gw, version, repository)` binds ``grpc_port`` on the gateway's host
+(0: a free port; None: no gRPC) and serves every RPC of both protos under
 inference.GRPCInferenceService; the returned `GrpcEndpoint` says the bound port
 and stops the server. The app's lifespan starts it after the gateway is built and
 stops it before the dispatcher closes, so its calls share the gateway's admission,
@@ -27,6 +27,7 @@ from server.grpc_v2.rpcs import Rpcs
 
 if TYPE_CHECKING:
     from server.gateway import Gateway
+    from server.model_repository import ModelRepository
 
 log = logging.getLogger("mlws.server")
 
@@ -51,7 +52,7 @@ def address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
 
-def build_server(gw: Gateway, version: str) -> grpc.aio.Server:
+def build_server(gw: Gateway, version: str, repository: ModelRepository) -> grpc.aio.Server:
     """The gRPC server with every RPC and, when tokens are configured, their check."""
     limit = gw.config.max_body_bytes
     interceptors = []
@@ -65,7 +66,7 @@ def build_server(gw: Gateway, version: str) -> grpc.aio.Server:
             ("grpc.so_reuseport", 0),
         ],
     )
-    table = Rpcs(gw, version).table()
+    table = Rpcs(gw, version, repository).table()
     handlers = {
         m.name: grpc.unary_unary_rpc_method_handler(
             table[m.name],
@@ -78,15 +79,16 @@ def build_server(gw: Gateway, version: str) -> grpc.aio.Server:
     return server
 
 
-async def start_grpc(gw: Gateway, version: str) -> GrpcEndpoint:
-    """Serve gRPC for `gw` on its configured port; an endpoint without a server if None.
+async def start_grpc(gw: Gateway, version: str, repository: ModelRepository) -> GrpcEndpoint:
+    """Serve gRPC for `gw` (its model repository: `repository`, the HTTP routes') on its
+    configured port; an endpoint without a server if None.
 
     Raises RuntimeError naming the address when the port cannot be bound.
     """
     port = gw.config.grpc_port
     if port is None:
         return GrpcEndpoint()
-    server = build_server(gw, version)
+    server = build_server(gw, version, repository)
     where = address(gw.config.host, port)
     try:
         bound = server.add_insecure_port(where)

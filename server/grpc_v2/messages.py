@@ -10,9 +10,12 @@ registered twice, so the gateway and Triton's client could not share a process.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import Message
 
@@ -24,6 +27,8 @@ DESCRIPTOR_SET = HERE / "protos.binpb"
 SERVICE = "inference.GRPCInferenceService"
 #: Where triton_extras.proto's messages and its service live in the pool.
 TRITON_PACKAGE = "inference.triton"
+#: An RPC's implementation: (request, context) → response.
+Rpc = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Message]]
 
 
 def _load_pool() -> descriptor_pool.DescriptorPool:

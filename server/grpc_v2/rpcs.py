@@ -3,9 +3,10 @@
 Each answers what the KServe v2 HTTP route of the same name answers
 (server/kserve.py), from the same functions: `model_metadata` for ModelMetadata,
 `model_config` (server/kserve_config.py) for Triton's ModelConfig, the request
-core for ModelInfer. Health answers are booleans, as the protocol has them; a
-model the gateway does not serve is NOT_FOUND, as HTTP's 404. Every error ends the
-call through `server.grpc_v2.status.abort`.
+core for ModelInfer, the model repository for Triton's repository RPCs
+(server/grpc_v2/repository.py). Health answers are booleans, as the protocol has
+them; a model the gateway does not serve is NOT_FOUND, as HTTP's 404. Every error
+ends the call through `server.grpc_v2.status.abort`.
 
 ModelInfer races the core against the call's end: when the client cancels (or its
 deadline passes), grpc.aio cancels the handler and ends the call; the core then
@@ -15,7 +16,6 @@ cancels the job, which leaves the queue.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -24,7 +24,8 @@ from google.protobuf.message import Message
 
 from server.errors import Unavailable
 from server.grpc_v2 import codec
-from server.grpc_v2.messages import message_class
+from server.grpc_v2.messages import Rpc, message_class
+from server.grpc_v2.repository import RepositoryRpcs
 from server.grpc_v2.status import abort
 from server.kserve import EXTENSIONS, model_metadata
 from server.kserve_config import model_config
@@ -33,9 +34,8 @@ from server.request_core import admit, count_invalid, infer
 
 if TYPE_CHECKING:
     from server.gateway import Gateway
+    from server.model_repository import ModelRepository
 
-#: An RPC's implementation: (request, context) → response.
-Rpc = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Message]]
 #: Message bytes above which decoding and encoding move off the event loop.
 INLINE_BYTES = 256 * 1024
 
@@ -50,10 +50,11 @@ ModelConfigResponse = message_class("inference.triton.ModelConfigResponse")
 class Rpcs:
     """The RPC implementations, by the proto's method names (`table`)."""
 
-    def __init__(self, gw: Gateway, version: str) -> None:
+    def __init__(self, gw: Gateway, version: str, repository: ModelRepository) -> None:
         self.gw = gw
         #: The server version ServerMetadata reports (the HTTP app's).
         self.version = version
+        self.repository = RepositoryRpcs(repository)
 
     def table(self) -> dict[str, Rpc]:
         """Method name → implementation, each ending the call with its error's status."""
@@ -65,6 +66,7 @@ class Rpcs:
             "ModelMetadata": self.model_metadata,
             "ModelConfig": self.model_config,
             "ModelInfer": self.model_infer,
+            **self.repository.table(),
         }
         return {name: self._answering(rpc) for name, rpc in plain.items()}
 
