@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _subcommand_parsers() -> list[Callable[[argparse._SubParsersAction], None]]:
     from loadgen.cli import add_capacity_parser, add_compare_parser, add_experiment_parser
     from loadgen.locust_report import add_locust_report_parser
+    from mlws.config_cli import add_config_parser
     from mlws.repository_cli import add_repository_parser
     from mlws.serve import add_serve_parser
     from mlws.workload_commands import add_workload_parsers
@@ -38,6 +39,7 @@ def _subcommand_parsers() -> list[Callable[[argparse._SubParsersAction], None]]:
         add_capacity_parser,
         add_serve_parser,
         add_repository_parser,
+        add_config_parser,
         add_predictor_parser,
         add_locust_report_parser,
     ]

@@ -8,26 +8,35 @@ import logging
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """`mlws serve`: load the config (or the embedded default) and serve."""
-    from server.config import GatewayConfig, load_gateway_config, parse_gateway_config
+    from server.config import ConfigFile, GatewayConfig, parse_gateway_config
     from server.serve import preflight, run_server
 
-    config = load_gateway_config(args.config) if args.config else GatewayConfig()
     updates = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     if args.grpc_port is not None:
         updates["grpc_port"] = None if args.grpc_port == "off" else int(args.grpc_port)
-    if updates:
-        config = parse_gateway_config({**config.model_dump(), **updates}, source="command line")
+    # Remembered with its overrides: SIGHUP and POST /v1/config/reload read it again.
+    config_file = ConfigFile(args.config, updates) if args.config else None
+    if config_file is not None:
+        config = config_file.read()
+    elif updates:
+        config = parse_gateway_config({**GatewayConfig().model_dump(), **updates}, "command line")
+    else:
+        config = GatewayConfig()
     preflight(config)
     # Our start-up phases at INFO; other libraries (the ONNX exporter is chatty) at WARNING.
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("mlws").setLevel(logging.INFO)
-    return run_server(config)
+    return run_server(config, config_file)
 
 
 def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
     """Add `mlws serve [--config FILE] [--host H] [--port P] [--grpc-port P|off]`."""
     p = subparsers.add_parser("serve", help="run the inference gateway (HTTP API)")
-    p.add_argument("--config", metavar="FILE", help="gateway YAML (default: embedded default)")
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="gateway YAML (default: embedded default); SIGHUP applies its models again",
+    )
     p.add_argument("--host", default=None, help="interface to listen on (overrides config)")
     p.add_argument("--port", type=int, default=None, help="TCP port (overrides config)")
     p.add_argument(

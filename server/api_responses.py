@@ -22,6 +22,7 @@ ERROR_STATUSES: dict[int, str] = {
     401: "No bearer token, or an unknown one (access control on).",
     403: "The token lacks the role this route needs.",
     404: "Unknown model (or model version).",
+    409: "Not possible in the gateway's state (e.g. a reload needing a restart).",
     408: "Headers or body too slow (`limits.header_timeout_s`, `body_timeout_s`).",
     413: "Body, samples or JSON values over their limit.",
     415: "A Content-Type or Content-Encoding this route does not read.",

@@ -26,7 +26,8 @@ from fastapi.responses import JSONResponse, Response
 from server.api_responses import GUARD_RESPONSES, error_responses
 from server.auth import install_auth
 from server.codecs import OCTET_STREAM
-from server.config import GatewayConfig
+from server.config import ConfigFile, GatewayConfig
+from server.config_reload import ConfigReloader
 from server.docs_ui import add_offline_docs
 from server.errors import install_error_handlers
 from server.gateway import Gateway, build_gateway
@@ -43,8 +44,12 @@ from server.startup import load, readiness_response
 log = logging.getLogger("mlws.server")
 
 
-def create_app(config: GatewayConfig | None = None) -> FastAPI:
-    """The gateway as an ASGI app; its state is built and closed in the lifespan."""
+def create_app(
+    config: GatewayConfig | None = None, config_file: ConfigFile | None = None
+) -> FastAPI:
+    """The gateway as an ASGI app; its state is built and closed in the lifespan.
+    `config_file`: the file `config` was read from, read again by a reload (none: the
+    embedded default or a config built in code, which a reload refuses)."""
     config = config or GatewayConfig()
 
     @contextlib.asynccontextmanager
@@ -52,6 +57,8 @@ def create_app(config: GatewayConfig | None = None) -> FastAPI:
         gw = build_gateway(config)
         app.state.gateway = gw
         app.state.repository = ModelRepository(gw)  # models loaded and unloaded at run time
+        # SIGHUP and POST /v1/config/reload apply the file's models again.
+        app.state.reloader = ConfigReloader(gw, app.state.repository, config_file)
         # KServe v2 over gRPC on this loop, with the same model repository.
         app.state.grpc = await start_grpc(gw, app.version, app.state.repository)
         gw.dispatcher.start()

@@ -83,6 +83,7 @@ ROUTE_ROLES: dict[str, frozenset[str]] = {
     "/v1/lanes": OPERATIONS,
     "/v1/profile": OPERATIONS,
     "/v1/predictor": OPERATIONS,
+    "/v1/config/reload": OPERATIONS,  # changes what the gateway serves, as the repository
     "/stats": OPERATIONS,
     "/metrics": SCRAPE,
 }

@@ -13,6 +13,7 @@ An unknown key is an error listing the allowed ones, never a silent default.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from serving.config import LaneConfig, ModelConfig, PredictorConfig, ServingConf
 
 __all__ = [
     "DEFAULT_QUEUE_LIMIT",
+    "ConfigFile",
     "GatewayConfig",
     "GatewayConfigError",
     "LaneConfig",
@@ -194,3 +196,23 @@ def parse_gateway_config(data: Any, source: str = "<config>") -> GatewayConfig:
     """Validate an already-parsed mapping; errors are reported against `source`."""
     config: GatewayConfig = validate(GatewayConfig, data, source)
     return config
+
+
+@dataclass(frozen=True)
+class ConfigFile:
+    """The file a gateway was started from, with the command line's overrides of it
+    (`mlws serve --port ...`): read again on a reload (server/config_reload.py), it
+    gives the config the gateway would start with now."""
+
+    path: str
+    #: Top-level keys the command line set (host, port, grpc_port): they win over the file.
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def read(self) -> GatewayConfig:
+        """The file's config with the overrides; GatewayConfigError naming each problem."""
+        config = load_gateway_config(self.path)
+        if not self.overrides:
+            return config
+        return parse_gateway_config(
+            {**config.model_dump(), **self.overrides}, source="command line"
+        )

@@ -14,6 +14,7 @@ else chooses a status.
 | the token lacks the route's role        | 403    | forbidden       |
 | schema / InputError / bad query         | 422    | invalid_input   |
 | unknown model                           | 404    | unknown_model   |
+| config reload needing a restart         | 409    | conflict        |
 | unknown backend or precision of a model | 422    | invalid_input   |
 | body or samples over the limit          | 413    | too_large       |
 | JobTooLarge (never fits the tokens)     | 413    | too_large       |

@@ -16,7 +16,7 @@ Load (Triton's is synchronous: it answers once the model serves, or with why not
 
 A failed step undoes the ones before (a replaced model's old version is reloaded on
 the lanes that had switched) and the load answers 400 with the reason; the model's
-index entry says UNAVAILABLE with it, unless an old version still serves.
+index entry says UNAVAILABLE with it, or READY with it while an old version serves.
 
 Unload: the model is marked `unloading` at once (new requests get 503 saying so),
 its queued and running requests finish (`ServedModels.idle`), then it leaves the
@@ -90,7 +90,7 @@ class ModelRepository:
         """Every model the gateway serves or has known; READY ones only if asked."""
         gw = self.gw
         served = gw.models.names()
-        out = [_status(gw, name) for name in served]
+        out = [_status(gw, name, self.failed.get(name)) for name in served]
         changing = gw.models.changing()
         out += [ModelStatus(n, "LOADING") for n in changing if n not in served]
         for name in sorted((self.unloaded | set(self.failed)) - set(served) - set(changing)):
@@ -107,6 +107,15 @@ class ModelRepository:
         model = model_config(gw, name, config_text)
         if model is None:
             return  # served, and no new config: nothing to do (a model is loaded once)
+        await self.load_model(model)
+
+    async def load_model(self, model: ModelConfig) -> None:
+        """Load (or replace) `model` as it is: its paths are not confined (the operator's
+        own config file, server/config_reload.py). RepositoryRefused if it failed (an old
+        version keeps serving), Unavailable before start-up has finished."""
+        gw = self.gw
+        if gw.phase != "ready" or not gw.accepting:
+            raise Unavailable(f"models cannot be loaded now: {gw.not_ready_reason()}")
         async with self._lock:
             await self._load(model)
 
@@ -127,6 +136,7 @@ class ModelRepository:
             self.gw.scheduler.forget_workload(name)
             models.mark(name, None)
             self.unloaded.add(name)
+            self.failed.pop(name, None)  # a failed replace's reason no longer applies
             keys = tuple(r.key for r in self.gw.pool.runners if r.name == name)
             await self.gw.pool.unload(keys)
         log.info("unloaded model %s", name)
@@ -165,7 +175,7 @@ class ModelRepository:
             await gw.pool.unload(dropped)
 
 
-def _status(gw: Gateway, name: str) -> ModelStatus:
+def _status(gw: Gateway, name: str, failed: str | None = None) -> ModelStatus:
     state = gw.models.state(name)
     if state == "unloading":
         return ModelStatus(name, "UNLOADING", "its requests are finishing")
@@ -175,6 +185,10 @@ def _status(gw: Gateway, name: str) -> ModelStatus:
         return ModelStatus(name, "LOADING", f"start-up: {gw.phase}")
     if state == "loading":
         return ModelStatus(name, "READY", "a new version is loading; this one serves")
+    if failed is not None:  # a replace failed: say why beside the version that serves
+        return ModelStatus(
+            name, "READY", f"a new version failed to load: {failed}; this one serves"
+        )
     return ModelStatus(name, "READY")
 
 

@@ -7,11 +7,13 @@ import asyncio
 from typing import Any
 
 from fastapi import FastAPI, Query, Request
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 
 from scheduling.tokens import TokenCost
 from server.api_responses import PROMETHEUS_TEXT, error_responses
 from server.catalogue import ServedModel
+from server.config_reload import ReloadErrorBody, ReloadFailed, ReloadReport
+from server.errors import classify
 from server.gateway import Gateway
 from server.scheduler_info import describe_scheduler
 from server.service_log import ServiceKey, profile_csv, profile_rows
@@ -64,6 +66,7 @@ def add_operations_routes(app: FastAPI) -> None:
         return summary
 
     _add_profile_route(app)
+    _add_reload_route(app)
 
 
 def _add_profile_route(app: FastAPI) -> None:
@@ -101,6 +104,37 @@ def _add_profile_route(app: FastAPI) -> None:
         times = gw.dispatcher.service_log.snapshot()
         text = await asyncio.to_thread(_live_profile_csv, gw, times, min_repeats)
         return Response(text, media_type="text/csv")
+
+
+def _add_reload_route(app: FastAPI) -> None:
+    """POST /v1/config/reload: apply the config file's models without a restart."""
+    failed = "The file is invalid (nothing changed), or a model's change failed: `report` "
+    failed += "says which and why (its old version keeps serving; the others applied)."
+    responses: dict[int | str, dict[str, Any]] = {
+        400: {"model": ReloadErrorBody, "description": failed},
+        **error_responses(409),
+    }
+
+    @app.post(
+        "/v1/config/reload",
+        tags=["operations"],
+        response_model=ReloadReport,
+        responses=responses,
+    )
+    async def reload_config(request: Request) -> Any:
+        """Read the gateway's config file again (as SIGHUP does) and apply its `models`:
+        the ones gone unloaded once their requests finished, new ones loaded, changed
+        ones (entry or files) replaced while the old version serves. 409 if the gateway
+        was started without a file, or the file changes other keys (named: they need a
+        restart; nothing changed). Answers once every change is done."""
+        try:
+            report: ReloadReport = await request.app.state.reloader.reload()
+        except ReloadFailed as exc:
+            problem = classify(exc)
+            body = ReloadErrorBody(**problem.body.model_dump(), report=exc.report)
+            content = body.model_dump(exclude={"admission"})
+            return JSONResponse(content, status_code=problem.status)
+        return report
 
 
 def _live_profile_csv(gw: Gateway, times: dict[ServiceKey, list[float]], min_repeats: int) -> str:

@@ -42,6 +42,7 @@ ERROR_CODES: tuple[str, ...] = (
     "startup_failed",
     "unauthorized",
     "forbidden",
+    "conflict",
     "timeout",
     "not_found",
     "method_not_allowed",

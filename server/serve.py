@@ -1,5 +1,8 @@
 """Run the gateway on uvicorn (httptools, one worker): what `mlws serve` starts.
 
+SIGHUP applies the config file's models again, without a restart (as POST
+/v1/config/reload does; server/config_reload.py): the outcome goes to the log.
+
 Shutdown on SIGTERM/SIGINT is graceful: the gateway stops taking new requests
 (uvicorn closes its listening socket, the dispatcher refuses new jobs), queued
 and running work drains for `drain_timeout_s`, whatever is left is answered
@@ -14,10 +17,13 @@ served by a plain `GatewayServer` (the tests) stays up with /readyz naming it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import signal
 import socket
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +31,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
-from server.config import GatewayConfig
+from server.config import ConfigFile, GatewayConfig
 from server.http_guard import guarded_protocol
 
 log = logging.getLogger("mlws.server")
@@ -42,6 +48,8 @@ class GatewayServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, exit_on_startup_failure: bool = False) -> None:
         super().__init__(config)
         self.exit_on_startup_failure = exit_on_startup_failure
+        #: Reloads SIGHUP started and not finished (held: the loop keeps weak references).
+        self._reloads: set[asyncio.Task[None]] = set()
 
     @property
     def gateway(self) -> Any:
@@ -66,12 +74,38 @@ class GatewayServer(uvicorn.Server):
     def capture_signals(self) -> Iterator[None]:
         # uvicorn re-raises the captured signal after a graceful shutdown, so that the
         # process would die *by* SIGTERM; a drained gateway exits 0 instead.
-        with super().capture_signals():
+        with super().capture_signals(), self._reload_on_sighup():
             try:
                 yield
             finally:
                 # Cleared before uvicorn's context manager resumes and re-raises them.
                 self._captured_signals.clear()
+
+    @contextlib.contextmanager
+    def _reload_on_sighup(self) -> Iterator[None]:
+        """While serving, SIGHUP reloads the config file (uvicorn handles only SIGINT and
+        SIGTERM; left alone, SIGHUP would end the process). Signals reach only the main
+        thread: a server on another thread (the tests' LiveServer) has no handler."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, self._reload)
+        try:
+            yield
+        finally:
+            loop.remove_signal_handler(signal.SIGHUP)
+
+    def _reload(self) -> None:
+        """SIGHUP: start a reload (server/config_reload.py); it logs its outcome."""
+        reloader = getattr(getattr(self.config.app, "state", None), "reloader", None)
+        if reloader is None:
+            log.warning("SIGHUP ignored: the gateway is still starting")
+            return
+        log.info("SIGHUP: reloading the config file")
+        task = asyncio.ensure_future(reloader.reload_logged())
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
 
 
 def uvicorn_config(app: FastAPI, config: GatewayConfig, **overrides: object) -> uvicorn.Config:
@@ -93,12 +127,13 @@ def uvicorn_config(app: FastAPI, config: GatewayConfig, **overrides: object) -> 
     return uvicorn.Config(app, **settings)  # type: ignore[arg-type]
 
 
-def run_server(config: GatewayConfig) -> int:
+def run_server(config: GatewayConfig, config_file: ConfigFile | None = None) -> int:
     """Serve until SIGTERM/SIGINT (exit 0) or a failed start-up (exit 1, the reason
-    printed last); 3 if uvicorn could not start."""
+    printed last); 3 if uvicorn could not start. `config_file`: where `config` came
+    from, read again on SIGHUP."""
     from server.app import create_app
 
-    app = create_app(config)
+    app = create_app(config, config_file)
     server = GatewayServer(uvicorn_config(app, config), exit_on_startup_failure=True)
     print(f"mlws gateway on http://{config.host}:{config.port} (docs at /docs)", flush=True)
     if config.grpc_port:
