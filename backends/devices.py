@@ -45,3 +45,10 @@ def resolve_device(
     if precision == "fp16" and device != "cuda":
         raise ValueError(f"precision 'fp16' needs a CUDA device but {no_cuda}; choose from: fp32")
     return device
+
+
+def cuda_memory_mib() -> int:
+    """Total memory of the current CUDA device, in MiB."""
+    import torch
+
+    return int(torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory) >> 20

@@ -223,6 +223,49 @@ def lost_dispatches() -> ts_b.Panel:
     )
 
 
+def model_swaps() -> ts_b.Panel:
+    return (
+        timeseries(
+            "Model swaps",
+            "Under a lane budget (scheduler.tokens.lane_budget): models loaded onto a lane "
+            "that did not hold them, and models evicted to make room, per model. Steady "
+            "swapping means the lanes' budgets hold too few of the models in use.",
+            "ops",
+        )
+        .min(0)
+        .with_target(
+            query(f"sum by (model) (rate(mlws_model_loads_total[{RATE}]))", "{{model}} loads", "A")
+        )
+        .with_target(
+            query(
+                f"sum by (model) (rate(mlws_model_evictions_total[{RATE}]))",
+                "{{model}} evictions",
+                "B",
+            )
+        )
+    )
+
+
+def model_load_time() -> ts_b.Panel:
+    return (
+        timeseries(
+            "Model load time",
+            "P95 of a model's load and warm-up on a lane that did not hold it (lane "
+            "budgets): what a request for a cold model waits before its run.",
+            "s",
+        )
+        .min(0)
+        .with_target(
+            query(
+                "histogram_quantile(0.95, sum by (le, model) "
+                f"(rate(mlws_model_load_seconds_bucket[{RATE}])))",
+                "{{model}} P95",
+                "A",
+            )
+        )
+    )
+
+
 def microbatch_heatmap() -> heatmap_b.Panel:
     return (
         heatmap_b.Panel()
@@ -358,6 +401,8 @@ def build() -> dash_m.Dashboard:
         .with_panel(tokens())
         .with_panel(lane_utilisation())
         .with_panel(lost_dispatches())
+        .with_panel(model_swaps())
+        .with_panel(model_load_time())
         .with_panel(microbatch_heatmap())
         .with_panel(microbatch_mean())
         .with_row(dash_b.Row("Predictor"))

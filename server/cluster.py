@@ -150,8 +150,13 @@ class ClusterMembership:
 
     async def _join(self, node: str) -> None:
         """Start one share of lanes on `node`; each serves once it has loaded."""
-        # With the models loaded or unloaded at run time since start-up.
-        specs = [dataclasses.replace(s, runners=self.pool.runners) for s in self._specs]
+        # With the models loaded or unloaded at run time since start-up; under a lane
+        # budget, those that fit an empty lane (the others load on demand).
+        served = self.pool.runners
+        held = set(self.scheduler.fitting([r.key for r in served]))
+        runners = tuple(r for r in served if r.key in held)
+        may_load = tuple(r for r in served if r.key not in held)
+        specs = [dataclasses.replace(s, runners=runners, may_load=may_load) for s in self._specs]
         lanes = [(self._make_lane(spec, node), spec) for spec in specs]
         log.info("node %s joined: starting %d lane(s)", node, len(lanes))
         try:
@@ -171,6 +176,7 @@ class ClusterMembership:
     def _adopt(self, lane: Lane, spec: WorkerSpec, node: str) -> None:
         """Give `lane` the core's next index on `node` and put it in the pool."""
         index = self.scheduler.add_lane(spec.group, node)
+        self.scheduler.preload(index, [r.key for r in spec.runners], 0.0)
         lane.index = index
         lane.spec = dataclasses.replace(spec, lane=index)
         self.pool.add(lane)

@@ -35,6 +35,7 @@ import numpy as np
 
 from scheduling.errors import JobTooLarge, NoLane, PredictedLate, QueueFull
 from scheduling.job import JOB_CLASSES, Dispatch, Job, Part
+from scheduling.residency import Swap
 from scheduling.scheduler import Scheduler
 from server.errors import Unavailable
 from server.lanes.base import LaneBatch, LaneError, LaneResult, NodeLost
@@ -283,6 +284,8 @@ class Dispatcher:
             [(p.job.payload, p.offset, p.count) for p in dispatch.parts],
         )
         try:
+            if dispatch.swap is not None:
+                await self._swap(dispatch, dispatch.swap)
             result = await run_watched(self.pool, dispatch.lane, batch, self._limit_s(dispatch))
             _check_lengths(dispatch, result)
         except NodeLost as exc:
@@ -317,6 +320,21 @@ class Dispatcher:
             self._publish()
 
     # ----------------------------------------------------------- helpers
+    async def _swap(self, dispatch: Dispatch, swap: Swap) -> None:
+        """The lane evicts and loads what the core booked for `dispatch` (lane budgets);
+        the load time measured is what the core predicts the model's next loads by."""
+        key = (dispatch.workload, dispatch.backend, dispatch.precision)
+        started = self.clock()
+        try:
+            await self.pool.swap(dispatch.lane, swap.evict, key)
+        except Exception:
+            self.scheduler.load_failed(dispatch)  # the lane does not hold it after all
+            raise
+        load_s = self.clock() - started
+        self.scheduler.note_load(dispatch.workload, load_s)
+        self.metrics.observe_swap(dispatch.workload, [k[0] for k in swap.evict], load_s)
+        log.info("lane %d loaded %s in %.3f s", dispatch.lane, "/".join(key), load_s)
+
     def _lost(self, dispatch: Dispatch, exc: NodeLost) -> None:
         """`dispatch`'s lane went with its node: the lane leaves, the core retries the
         dispatch once elsewhere or fails its jobs now."""

@@ -13,7 +13,9 @@ import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from backends.devices import cuda_memory_mib, resolve_device, torch_cuda_available
 from predictor.memory_costs import read_memory_costs
+from scheduling.config_errors import ConfigError
 from scheduling.scheduler import Scheduler
 from scheduling.tokens import TokenCost
 from server.catalogue import ServedModels
@@ -81,6 +83,7 @@ class Gateway:
 
 def build_gateway(config: GatewayConfig) -> Gateway:
     """Every component of one gateway, not started."""
+    config = with_device_capacity(config)
     models = ServedModels.from_config(config)
     metrics = GatewayMetrics()
     for name in models.names():
@@ -104,3 +107,24 @@ def measured_costs(config: GatewayConfig) -> dict[tuple[str, str], TokenCost] | 
     predictor.path), None without one: every model then costs the hand-set table."""
     name = config.scheduler.tokens.profile
     return read_memory_costs(Path(name), name) if name else None
+
+
+def with_device_capacity(config: GatewayConfig) -> GatewayConfig:
+    """`config` with `tokens.capacity` = the CUDA device's memory minus
+    `tokens.device_reserve_mb`, when that is set and the gateway runs on CUDA."""
+    tokens = config.scheduler.tokens
+    if tokens.device_reserve_mb is None:
+        return config
+    if resolve_device(config.device, "fp32", torch_cuda_available()) != "cuda":
+        return config  # on CPU the configured capacity stands
+    total = cuda_memory_mib()
+    capacity = total - tokens.device_reserve_mb
+    if capacity < 1:
+        raise ConfigError(
+            f"scheduler.tokens.device_reserve_mb: {tokens.device_reserve_mb} MiB leaves "
+            f"nothing of the device's {total} MiB"
+        )
+    scheduler = config.scheduler.model_copy(
+        update={"tokens": tokens.model_copy(update={"capacity": capacity})}
+    )
+    return config.model_copy(update={"scheduler": scheduler})

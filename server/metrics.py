@@ -62,6 +62,7 @@ class GatewayMetrics:
         self._create_request_metrics(reg)
         self._create_lane_metrics(reg)
         self._create_admission_metrics(reg)
+        self._create_swap_metrics(reg)
         self.auth_failures = self._auth_failures_counter()
         # Series without a model label exist from the start.
         for job_class in JOB_CLASSES:
@@ -141,6 +142,28 @@ class GatewayMetrics:
             registry=reg,
         )
 
+    def _create_swap_metrics(self, reg: CollectorRegistry) -> None:
+        """Models loaded and evicted on demand under a lane budget."""
+        self.model_loads = Counter(
+            "mlws_model_loads_total",
+            "Loads of a model onto a lane that did not hold it (lane budgets: a swap).",
+            ["model"],
+            registry=reg,
+        )
+        self.model_evictions = Counter(
+            "mlws_model_evictions_total",
+            "Models a lane released to make room for another (least recently used first).",
+            ["model"],
+            registry=reg,
+        )
+        self.model_load_seconds = Histogram(
+            "mlws_model_load_seconds",
+            "Time a lane took to load and warm a model on demand.",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=reg,
+        )
+
     def _create_admission_metrics(self, reg: CollectorRegistry) -> None:
         """The predictor's error and residual, and what admission did."""
         self.prediction_error = Gauge(
@@ -204,6 +227,9 @@ class GatewayMetrics:
                 self.service.labels(model, job_class)
         if with_latency:
             self.microbatch_size.labels(model)
+            self.model_loads.labels(model)
+            self.model_evictions.labels(model)
+            self.model_load_seconds.labels(model)
 
     @property
     def models(self) -> frozenset[str]:
@@ -313,6 +339,13 @@ class GatewayMetrics:
         node = self._lane_nodes.pop(lane, None)
         if node is not None:
             self.lane_busy.remove(str(lane), node)
+
+    def observe_swap(self, model: str, evicted: list[str], load_s: float) -> None:
+        """A lane evicted the models `evicted` and loaded `model` in `load_s` seconds."""
+        for name in evicted:
+            self.model_evictions.labels(self._model_label(name)).inc()
+        self.model_loads.labels(self._model_label(model)).inc()
+        self.model_load_seconds.labels(self._model_label(model)).observe(load_s)
 
     def count_lost_dispatch(self, node: str) -> None:
         """A dispatch's lane was lost with `node`."""

@@ -10,7 +10,8 @@ Load (Triton's is synchronous: it answers once the model serves, or with why not
    served one keeps serving its current version while the new one loads.
 3. The service-time models must time it, the scheduling core learns its token cost,
    an in-tree model is exported to ONNX, and every lane loads and warms it
-   (`LaneWorkers.load`, on each lane's own worker, between dispatches).
+   (`LaneWorkers.load`, on each lane's own worker, between dispatches); under a
+   lane budget only the lanes with room for it, the others load it on demand.
 4. Each lane group's service-time model is calibrated on it, as at start-up.
 5. The catalogue serves it (`ServedModels.add` / `replace`): ready.
 
@@ -116,6 +117,12 @@ class ModelRepository:
         gw = self.gw
         if gw.phase != "ready" or not gw.accepting:
             raise Unavailable(f"models cannot be loaded now: {gw.not_ready_reason()}")
+        if gw.scheduler.lane_budget is not None and gw.models.get(model.name) is not None:
+            raise RepositoryRefused(
+                f"model {model.name!r} is served: under a lane budget (scheduler.tokens."
+                "lane_budget) a new version cannot replace it in place; unload it, then load "
+                "the new one"
+            )
         async with self._lock:
             await self._load(model)
 
@@ -242,7 +249,9 @@ async def _load_on_lanes(
     gw.scheduler.set_workload(model.name, served.spec.token_base)
     await asyncio.to_thread(export_models, one, {model.name: served.workload})
     runners = model_runners(model, served.workload, gw.scheduler)
-    await gw.pool.load(runners, previous)
+    # Under a lane budget: the lanes with room now; the others load it on demand.
+    only = gw.scheduler.room_for([r.key for r in runners], gw.dispatcher.clock())
+    await gw.pool.load(runners, previous, only)
     return served, runners
 
 
@@ -258,9 +267,16 @@ async def _calibrate(gw: Gateway, served: ServedModel) -> None:
     runs: on a lane running a dispatch they queue behind it on the lane's worker."""
     model = served.config
     for group in gw.config.scheduler.groups():
-        lane = next((x for x in gw.pool.live() if x.spec.group == group.name), None)
+        lane = next(
+            (
+                x
+                for x in gw.pool.live()
+                if x.spec.group == group.name and any(r.name == model.name for r in x.spec.runners)
+            ),
+            None,
+        )
         if lane is None:
-            continue
+            continue  # none holds it (lane budgets): its dispatches teach the group
         for backend in model.backends:
             for precision in model.precisions:
                 key = (model.name, backend, precision)

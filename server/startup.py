@@ -111,24 +111,30 @@ async def _start_up(gw: Gateway) -> None:
 
 async def _calibrate(gw: Gateway) -> None:
     """Seed each lane group's service-time model with timed runs at batch 1 and the
-    largest dispatch, on the group's first lane.
+    largest dispatch, on the group's first lane that holds the model.
 
     Without it the scheduler knows no service times until traffic arrives: the
     first long batch dispatches would ignore max_dispatch_ms and admission would
     admit everything.
     """
-    first = 0
+    keys = [
+        (model.name, backend, precision)
+        for model in (served.config for served in gw.models)
+        for backend in model.backends
+        for precision in model.precisions
+    ]
     for group in gw.config.scheduler.groups():
-        lane, first = first, first + group.count
-        threads = gw.pool.lanes[lane].spec.threads
-        for served in gw.models:
-            model = served.config
-            for backend in model.backends:
-                for precision in model.precisions:
-                    cap = gw.scheduler.largest_dispatch(served.name, precision)
-                    key = (model.name, backend, precision)
-                    for n in sorted({1, cap}):
-                        await _calibrate_size(gw, group.name, lane, threads, key, n)
+        lanes = [lane for lane in gw.pool.lanes if lane.spec.group == group.name]
+        for key in keys:
+            # Under a lane budget, a lane that loaded it (none: it is learned from its
+            # first dispatches, like a model loaded at run time).
+            lane = next((x for x in lanes if key in {r.key for r in x.spec.runners}), None)
+            if lane is None:
+                log.info("%s not calibrated on lane group %s: no lane holds it", key, group.name)
+                continue
+            cap = gw.scheduler.largest_dispatch(key[0], key[2])
+            for n in sorted({1, cap}):
+                await _calibrate_size(gw, group.name, lane.index, lane.spec.threads, key, n)
 
 
 async def _calibrate_size(

@@ -18,9 +18,11 @@ import numpy as np
 import pytest
 
 from backends.base import LoadOptions
-from backends.devices import ort_cuda_available, torch_cuda_available
+from backends.devices import cuda_memory_mib, ort_cuda_available, torch_cuda_available
 from backends.onnx_export import relative_error
 from backends.registry import load_runner
+from server.gateway import with_device_capacity
+from tests.gateway_fixtures import tiny_config
 from workloads.registry import get_workload
 
 REQUIRE_CUDA = os.environ.get("MLWS_REQUIRE_CUDA") == "1"
@@ -174,3 +176,9 @@ def test_profiler_measures_gpu_memory() -> None:
     resident, per_sample = rows[0].resident_mb, rows[0].per_sample_mb
     assert resident > 40  # 11.7 M float32 weights are 44.6 MiB
     assert rows[0].peak_mem_mb < rows[1].peak_mem_mb and per_sample > 0
+
+
+def test_the_token_capacity_is_the_devices_memory_minus_the_reserve(onnx_dir: Path) -> None:
+    config = tiny_config(onnx_dir, device="cuda", scheduler={"tokens": {"device_reserve_mb": 2048}})
+    capacity = with_device_capacity(config).scheduler.tokens.capacity
+    assert capacity == cuda_memory_mib() - 2048 > 0

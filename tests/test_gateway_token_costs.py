@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from server.gateway import with_device_capacity
 from tests.gateway_fixtures import LiveServer, tiny_config
 
 HEADER = "workload,backend,precision,device,batch_size,threads,resident_mb,per_sample_mb"
@@ -26,3 +27,9 @@ def test_models_show_the_measured_cost_and_its_source(onnx_dir: Path, tmp_path: 
         assert model["max_dispatch_samples"] == {"fp32": 350}
         body = {"model": "tiny", "class": "batch", "batch_size": 2}
         assert http.post("/infer", json=body).status_code == 200
+
+
+def test_a_device_reserve_leaves_the_capacity_alone_on_cpu(onnx_dir: Path) -> None:
+    tokens = {"capacity": 700, "device_reserve_mb": 1024}
+    config = tiny_config(onnx_dir, device="cpu", scheduler={"tokens": tokens})
+    assert with_device_capacity(config).scheduler.tokens.capacity == 700

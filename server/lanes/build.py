@@ -53,15 +53,19 @@ def model_runners(
 def worker_specs(
     config: GatewayConfig, workloads: Mapping[str, Workload], scheduler: Scheduler
 ) -> list[WorkerSpec]:
-    """One WorkerSpec per lane, lane groups in order (the core numbers lanes so too)."""
+    """One WorkerSpec per lane, lane groups in order (the core numbers lanes so too).
+    Under a lane budget a lane loads, of the configured runners in order, those that fit
+    (the core books them), and may load any other later."""
     runners = runner_specs(config, workloads, scheduler)
-    out = []
+    out: list[WorkerSpec] = []
     for group in config.scheduler.groups():
         for _ in range(group.count):
+            held = set(scheduler.preload(len(out), [r.key for r in runners], 0.0))
             out.append(
                 WorkerSpec(
                     lane=len(out),
-                    runners=runners,
+                    runners=tuple(r for r in runners if r.key in held),
+                    may_load=tuple(r for r in runners if r.key not in held),
                     threads=config.lanes.threads(group),
                     device=config.device,
                     seed=config.seed,
@@ -86,6 +90,7 @@ def build_pool(
 
         connect(config.lanes.ray.address)
     lanes: list[Lane] = []
+    runners = runner_specs(config, workloads, scheduler)
     for worker in worker_specs(config, workloads, scheduler):
         if kinds[worker.group] == "process":
             lanes.append(ProcessLane(worker, config.lanes.start_timeout_s))
@@ -93,7 +98,7 @@ def build_pool(
             lanes.append(ray_lane(config, worker))
         else:
             lanes.append(ThreadLane(worker))
-    return LaneWorkers(lanes)
+    return LaneWorkers(lanes, catalogue={r.key: r for r in runners})
 
 
 def ray_lane(config: GatewayConfig, spec: WorkerSpec, node: str | None = None) -> Lane:

@@ -30,6 +30,9 @@ class LaneWorkers:
     error: str | None = None
     #: Lanes that left (their node died): kept for their index, never run again.
     retired: set[int] = field(default_factory=set)
+    #: Every runner served, by key: what a lane loads on demand under a lane budget
+    #: (without one, every lane holds all of them).
+    catalogue: dict[RunnerKey, RunnerSpec] = field(default_factory=dict)
     _started: bool = field(default=False, repr=False)
 
     @property
@@ -70,17 +73,21 @@ class LaneWorkers:
         self._started = True
 
     async def load(
-        self, runners: tuple[RunnerSpec, ...], previous: tuple[RunnerSpec, ...] = ()
+        self,
+        runners: tuple[RunnerSpec, ...],
+        previous: tuple[RunnerSpec, ...] = (),
+        only: set[int] | None = None,
     ) -> None:
-        """Load and warm `runners` on every live lane at once; LaneError naming each lane
-        that failed, after the others are put back: `previous` (the runners replaced)
-        reloaded, or the new runners unloaded."""
-        lanes = self.live()
+        """Load and warm `runners` on every live lane (or those in `only`) at once, then
+        serve them; LaneError naming each lane that failed, after the others are put
+        back: `previous` (the runners replaced) reloaded, or the new runners unloaded."""
+        lanes = [lane for lane in self.live() if only is None or lane.index in only]
         results = await asyncio.gather(
             *(lane.load(runners) for lane in lanes), return_exceptions=True
         )
         failures = [(lane, r) for lane, r in zip(lanes, results, strict=True) if r is not None]
         if not failures:
+            self.catalogue.update((r.key, r) for r in runners)
             return
         done = [lane for lane, r in zip(lanes, results, strict=True) if r is None]
         keys = tuple(r.key for r in runners)
@@ -94,6 +101,8 @@ class LaneWorkers:
     async def unload(self, keys: tuple[RunnerKey, ...]) -> None:
         """Release the runners of `keys` on every lane (a failure only logged: the
         runner is gone from the lane's spec either way)."""
+        for key in keys:
+            self.catalogue.pop(key, None)
         results = await asyncio.gather(
             *(lane.unload(keys) for lane in self.live()), return_exceptions=True
         )
@@ -103,9 +112,18 @@ class LaneWorkers:
 
     @property
     def runners(self) -> tuple[RunnerSpec, ...]:
-        """The runners every lane loads now (a lane added at run time loads these)."""
-        live = self.live()
-        return live[0].spec.runners if live else ()
+        """Every runner served now (a lane added at run time loads these, or under a lane
+        budget those that fit)."""
+        return tuple(self.catalogue.values())
+
+    async def swap(self, lane: int, evict: tuple[RunnerKey, ...], key: RunnerKey) -> None:
+        """Lane `lane` releases `evict`, then loads and warms `key` (one of the
+        catalogue's runners); LaneError if the load fails. On the lane's own worker,
+        between dispatches: the scheduling core booked the swap on an idle lane."""
+        worker = self.lanes[lane]
+        if evict:
+            await worker.unload(evict)
+        await worker.load((self.catalogue[key],))
 
     async def run(self, lane: int, batch: LaneBatch) -> LaneResult:
         """Run `batch` on lane `lane`."""
@@ -140,6 +158,7 @@ class LaneWorkers:
                 "running": lane.running,
                 "restarts": lane.restarts,
                 "error": lane.error,
+                "models": ["/".join(r.key) for r in lane.spec.runners],
             }
             for lane in self.live()
         ]
