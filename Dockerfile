@@ -4,12 +4,14 @@
 #   CUDA:           docker build --build-arg VARIANT=cuda -t mlws:cuda .
 #                   docker run --gpus all -p 8000:8000 -v mlws-models:/app/models mlws:cuda
 #
-# PyTorch comes from the PyTorch wheel index of the variant: the CPU index for `cpu` (a
-# plain `pip install torch` would pull gigabytes of CUDA packages), a CUDA index for
-# `cuda`. The CUDA variant keeps the same Python base: the CUDA torch wheels bring the
-# CUDA runtime, cuBLAS and cuDNN as pip packages, which onnxruntime-gpu loads too; the
-# driver comes from the host (NVIDIA Container Toolkit). Everything else is installed at
-# the exact versions of requirements.lock.
+# PyTorch comes from the wheel index of the variant: PyTorch's CPU index for `cpu` (a plain
+# `pip install torch` would pull gigabytes of CUDA packages), PyPI for `cuda`, whose Linux
+# wheel of the pinned torch is the CUDA build (CUDA 13.0, cuDNN 9, as nvidia-* wheels; a
+# host driver >= 580). The CUDA variant keeps the same Python base: onnxruntime-gpu, built
+# for the same CUDA and cuDNN, loads torch's nvidia-* libraries (backends/onnx_backend.py
+# preloads them); the driver comes from the host (NVIDIA Container Toolkit). PyPI has no
+# onnxruntime-gpu of the lock's onnxruntime version, so the variant names its own, as
+# scripts/install-cuda-variants.sh does. Everything else is at requirements.lock's versions.
 #
 # Models are exported to ONNX on first start into /app/models (a volume, so the next
 # start reuses them).
@@ -23,13 +25,11 @@ ENV TORCH_INDEX=https://download.pytorch.org/whl/cpu \
     ONNXRUNTIME_PACKAGE=onnxruntime
 
 FROM ${PYTHON_IMAGE} AS variant-cuda
-# Check https://pytorch.org/get-started/locally/ for the CUDA builds of the pinned torch.
-ENV TORCH_INDEX=https://download.pytorch.org/whl/cu128 \
+ENV TORCH_INDEX=https://pypi.org/simple \
     ONNXRUNTIME_PACKAGE=onnxruntime-gpu \
+    ONNXRUNTIME_GPU_VERSION=1.31.1 \
     NVIDIA_VISIBLE_DEVICES=all \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility
-# onnxruntime-gpu finds the CUDA libraries of torch's nvidia-* wheels here.
-ENV LD_LIBRARY_PATH=/usr/local/lib/python3.11/site-packages/nvidia/cuda_runtime/lib:/usr/local/lib/python3.11/site-packages/nvidia/cublas/lib:/usr/local/lib/python3.11/site-packages/nvidia/cudnn/lib:/usr/local/lib/python3.11/site-packages/nvidia/cufft/lib:/usr/local/lib/python3.11/site-packages/nvidia/curand/lib:/usr/local/lib/python3.11/site-packages/nvidia/cuda_nvrtc/lib
 
 # --- the image ------------------------------------------------------------------------------
 # variant-${VARIANT} names a stage above, not an image: there is no tag to pin (DL3006).
@@ -59,9 +59,9 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
         > /tmp/runtime-requirements.txt \
     && pip install --no-cache-dir -c requirements.lock -r /tmp/runtime-requirements.txt \
     && if [ "${ONNXRUNTIME_PACKAGE}" != onnxruntime ]; then \
-        ort_version="$(sed -n 's/^onnxruntime==//p' requirements.lock)" \
-        && pip uninstall --yes onnxruntime \
-        && pip install --no-cache-dir "${ONNXRUNTIME_PACKAGE}==${ort_version}"; \
+        pip uninstall --yes onnxruntime \
+        && pip install --no-cache-dir -c requirements.lock \
+            "${ONNXRUNTIME_PACKAGE}==${ONNXRUNTIME_GPU_VERSION}"; \
     fi \
     && rm /tmp/runtime-requirements.txt
 

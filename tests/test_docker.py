@@ -255,8 +255,13 @@ def test_torch_comes_from_the_variant_index_cpu_by_default() -> None:
     stage_cpu = text.split("AS variant-cpu", 1)[1].split("FROM", 1)[0]
     assert f"TORCH_INDEX={CPU_INDEX}" in stage_cpu
     stage_cuda = text.split("AS variant-cuda", 1)[1].split("FROM", 1)[0]
-    assert "TORCH_INDEX=https://download.pytorch.org/whl/cu" in stage_cuda
+    # PyPI's Linux wheel of the pinned torch is its CUDA build.
+    assert "TORCH_INDEX=https://pypi.org/simple" in stage_cuda
     assert "ONNXRUNTIME_PACKAGE=onnxruntime-gpu" in stage_cuda
+    # The same onnxruntime-gpu as a GPU machine's venv gets (PyPI has none of the lock's).
+    script = (REPO / "scripts" / "install-cuda-variants.sh").read_text()
+    (version,) = re.findall(r"ONNXRUNTIME_GPU_VERSION:-([\d.]+)", script)
+    assert f"ONNXRUNTIME_GPU_VERSION={version}" in stage_cuda
     assert "torch==2.13.0" in (REPO / "pyproject.toml").read_text()
 
 
