@@ -252,6 +252,8 @@ class Answer:
     status: int | None
     #: How late the client sent it, ms after its scheduled time (asyncio timer wake-up).
     late_ms: float = 0.0
+    #: Which arrival it answers: its position in the `arrivals` sent.
+    index: int = -1
     #: The gateway's own timing (ms), from the response body; None unless 200.
     queue_ms: float | None = None
     service_ms: float | None = None
@@ -299,7 +301,7 @@ def open_loop(
                 except (httpx.HTTPError, *_TRANSPORT_ERRORS):
                     status, payload = None, b""
                 e2e_ms = (time.monotonic() - t0 - arrival.time) * 1e3
-                answer = Answer(name, e2e_ms, status, late_ms)
+                answer = Answer(name, e2e_ms, status, late_ms, i)
                 if status == 200:
                     timing = json.loads(payload)["timing"]
                     answer.queue_ms = timing["queue_ms"]
