@@ -65,10 +65,16 @@ class ModelResidency:
         return self.costs.cost(key[0], key[2]).base
 
     def preload(self, lane: int, keys: Sequence[ModelKey], now: float) -> list[ModelKey]:
-        """Of `keys`, in order, those lane `lane` loads at start (or when a model is
-        added at run time): each that fits beside those before it (all, without a
-        budget). The lane holds them from now on."""
-        return self._residency.preload(lane, [(k, self.model_mb(k)) for k in keys], now)
+        """Of `keys`, those lane `lane` loads at start: first the ones no other live lane
+        holds, then the others, each in order while it fits beside those before it (all,
+        without a budget). Lanes filled one after the other so cover as many models as
+        their budgets allow between them. The lane holds them from now on."""
+        residency = self._residency
+        others = {
+            k for other in self._place.live_lanes() if other != lane for k in residency.held(other)
+        }
+        ordered = [k for k in keys if k not in others] + [k for k in keys if k in others]
+        return residency.preload(lane, [(k, self.model_mb(k)) for k in ordered], now)
 
     def fitting(self, keys: Sequence[ModelKey]) -> list[ModelKey]:
         """Of `keys`, in order, those an empty lane loads (a lane about to join)."""
@@ -132,7 +138,7 @@ class ModelResidency:
         lanes = self._place.lanes
         if any(residency.holds(lane, key) for _, lane in lanes.idle[group.index]):
             return False
-        cold = now + residency.load_time(key[0])
+        cold = now + residency.load_time(key[0], self.model_mb(key))
         return any(
             lanes.is_busy(lane) and lanes.is_live(lane) and residency.holds(lane, key)
             for lane in self._warm_lanes(group, key)
@@ -155,7 +161,7 @@ class ModelResidency:
         residency = self._residency
         if not residency.enabled or self._warm_lanes(group, key):
             return 0.0
-        return residency.load_time(key[0])
+        return residency.load_time(key[0], self.model_mb(key))
 
     def _warm_lanes(self, group: LaneGroup, key: ModelKey) -> list[int]:
         """The live lanes of `group` that hold `key` (under a budget)."""

@@ -12,8 +12,9 @@ only idle lanes, so when a swap is planned nothing on that lane is running. A
 dispatch's own model is never among its evictions.
 
 The load time a swap is predicted to take is the model's last measured one
-(`note_load`), the configured `load_ms` until then: admission counts it into a
-cold job's finish, and the lane's predicted end includes it.
+(`note_load`), the configured `load_ms` until then, or `load_ms_per_mib` times its
+resident MiB: admission counts it into a cold job's finish, and the lane's
+predicted end includes it.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class Residency:
     """Per lane, the models it holds (with when each was last used) and their MiB."""
 
     def __init__(
-        self, budget: int | None, load_ms: Mapping[str, float], default_load_ms: float
+        self, budget: int | None, load_ms: Mapping[str, float], load_ms_per_mib: float
     ) -> None:
         #: MiB of models one lane may hold; None: every lane holds everything.
         self.budget = budget
@@ -56,7 +57,7 @@ class Residency:
         self._held: dict[int, dict[ModelKey, float]] = {}
         self._mb: dict[int, dict[ModelKey, float]] = {}
         self._load_s = {name: ms / 1e3 for name, ms in load_ms.items()}
-        self._default_load_s = default_load_ms / 1e3
+        self._load_s_per_mib = load_ms_per_mib / 1e3
 
     @property
     def enabled(self) -> bool:
@@ -129,7 +130,7 @@ class Residency:
             free += sizes[victim]
         if free + 1e-9 < mb:
             raise ValueError(f"{'/'.join(key)} ({mb:.0f} MiB) exceeds the lane budget")
-        return Swap(tuple(evict), self.load_time(key[0]))
+        return Swap(tuple(evict), self.load_time(key[0], mb))
 
     def commit(self, lane: int, key: ModelKey, mb: float, swap: Swap | None, now: float) -> None:
         """Lane `lane` runs `key` from `now`: `swap` (if any) is booked, `key` is its most
@@ -163,9 +164,11 @@ class Residency:
         """A lane took `seconds` to load `workload`: its next swaps are predicted so."""
         self._load_s[workload] = seconds
 
-    def load_time(self, workload: str) -> float:
-        """Predicted seconds to load and warm `workload` on a lane."""
-        return self._load_s.get(workload, self._default_load_s)
+    def load_time(self, workload: str, mb: float) -> float:
+        """Predicted seconds to load and warm `workload` (`mb` MiB resident) on a lane:
+        measured, else configured, else in proportion to its size."""
+        seconds = self._load_s.get(workload)
+        return seconds if seconds is not None else mb * self._load_s_per_mib
 
     def _add(self, lane: int, key: ModelKey, mb: float, now: float) -> None:
         self._held.setdefault(lane, {})[key] = now

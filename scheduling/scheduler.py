@@ -94,7 +94,7 @@ class Scheduler(SchedulerCounts, ModelResidency, Membership):
         self._lane_end: list[Estimate] = [(0.0, 0.0)] * self._lanes.size
         tokens = config.tokens
         #: Which models each lane holds under `tokens.lane_budget` (model_residency.py).
-        self._residency = Residency(tokens.lane_budget, tokens.load_ms, tokens.default_load_ms)
+        self._residency = Residency(tokens.lane_budget, tokens.load_ms, tokens.load_ms_per_mib)
         #: Per group, dispatches whose lane was lost, waiting for their one retry.
         self._retries: list[list[tuple[Dispatch, str]]] = [[] for _ in groups]
         self._failed: list[Job] = []

@@ -155,8 +155,7 @@ class ClusterMembership:
         served = self.pool.runners
         held = set(self.scheduler.fitting([r.key for r in served]))
         runners = tuple(r for r in served if r.key in held)
-        may_load = tuple(r for r in served if r.key not in held)
-        specs = [dataclasses.replace(s, runners=runners, may_load=may_load) for s in self._specs]
+        specs = [dataclasses.replace(s, runners=runners) for s in self._specs]
         lanes = [(self._make_lane(spec, node), spec) for spec in specs]
         log.info("node %s joined: starting %d lane(s)", node, len(lanes))
         try:

@@ -119,3 +119,23 @@ def test_a_model_over_the_lane_budget_is_too_large(onnx_dir: Path) -> None:
         r = httpx.post(f"{live.base_url}/infer", json=body, timeout=60)
     assert r.status_code == 413, r.text
     assert "lane budget (tokens.lane_budget) of 5" in r.text
+
+
+def test_a_process_lane_loads_a_model_with_larger_inputs_on_demand(
+    onnx_dir: Path, model_dir: Path
+) -> None:
+    # The lane starts with m1 (8 floats a sample) only; tiny (3×32×32) comes later, its
+    # batches bigger than the shared memory the lane started with.
+    config = tiny_config(
+        onnx_dir,
+        models=[{"name": "m1", "onnx_file": str(model_dir / "mlp.onnx")}, {"name": "tiny"}],
+        lanes={"count": 1, "kind": "process", "threads_per_lane": 1},
+        scheduler={"tokens": {"lane_budget": 15}},
+    )
+    with LiveServer(config) as live:
+        assert lane_models(live) == ["m1/onnx/fp32"]
+        for model in ("tiny", "m1", "tiny"):
+            body = {"model": model, "class": "batch", "slo_ms": 60000, "batch_size": 16}
+            r = httpx.post(f"{live.base_url}/infer", json=body, timeout=120)
+            assert r.status_code == 200, r.text
+        assert lane_models(live) == ["tiny/onnx/fp32"]

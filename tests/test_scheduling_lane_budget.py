@@ -22,7 +22,8 @@ TWO_OF_THREE = 450
 
 def budget_scheduler(budget: int, lanes: int = 1, load_ms: float = 200.0, **knobs) -> Scheduler:
     config = make_config(lanes=lanes, capacity=2000, **knobs)
-    tokens = TokenConfig(capacity=2000, lane_budget=budget, default_load_ms=load_ms)
+    load = dict.fromkeys(TOKEN_BASES, load_ms)
+    tokens = TokenConfig(capacity=2000, lane_budget=budget, load_ms=load)
     return Scheduler(config.model_copy(update={"tokens": tokens}), TOKEN_BASES, SERVICE)
 
 
@@ -186,3 +187,21 @@ def test_a_model_replaced_while_its_jobs_are_queued_keeps_planning_them() -> Non
         (running,) = started
         now += 0.1
     assert all(job.outcome == "ok" for job in jobs)
+
+
+def test_a_load_never_measured_nor_configured_is_predicted_by_size() -> None:
+    res = Residency(500, {"resnet50": 300.0}, 20.0)
+    assert res.load_time("resnet18", 80) == pytest.approx(1.6)  # 20 ms per MiB
+    assert res.load_time("resnet50", 160) == pytest.approx(0.3)  # configured
+    res.note_load("resnet50", 2.5)
+    assert res.load_time("resnet50", 160) == pytest.approx(2.5)  # measured
+
+
+def test_lanes_filled_in_turn_cover_the_models_between_them() -> None:
+    sched = budget_scheduler(100, lanes=3)  # resnet18 (80) + tiny (10), or one other
+    keys = [R18, ("tiny", "pytorch", "fp32"), R50]
+    assert sched.preload(0, keys, now=0.0) == [R18, ("tiny", "pytorch", "fp32")]
+    assert sched.preload(1, keys, now=0.0) == keys[:2]  # resnet50 (160) fits nowhere
+    budget = budget_scheduler(270, lanes=2)
+    assert budget.preload(0, [R18, R50, VIT], now=0.0) == [R18, R50]
+    assert budget.preload(1, [R18, R50, VIT], now=0.0) == [VIT]  # the one lane 0 lacks

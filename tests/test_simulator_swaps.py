@@ -86,6 +86,7 @@ def test_a_dispatch_that_swaps_runs_as_long_as_its_load_plus_its_service() -> No
     tight = config.model_copy(update={"tokens": tokens.model_copy(update={"lane_budget": 85})})
     result = simulate(tight, arrivals, SERVICE, TOKEN_BASES)
     ends = [job.end - job.arrival for job in result.jobs]
-    # tiny evicts resnet18 (250 ms load), then resnet18 comes back (default 500 ms).
-    assert ends == pytest.approx([0.011, 0.261, 0.511])
+    # tiny evicts resnet18 (250 ms load), then resnet18 comes back: 80 MiB at the default
+    # 20 ms per MiB, 1.6 s.
+    assert ends == pytest.approx([0.011, 0.261, 1.611])
     assert (result.swaps.loads, result.swaps.evictions) == (2, 2)

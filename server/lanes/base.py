@@ -89,15 +89,12 @@ class WorkerSpec:
     priority: str = "normal"
     #: The config's plugins: a spawned worker imports them before it loads a runner.
     plugins: tuple[str, ...] = ()
-    #: Runners the lane may load later (lane budgets): its shared memory fits them too.
-    may_load: tuple[RunnerSpec, ...] = ()
 
     def max_bytes(self, shape_of: str) -> int:
-        """Bytes of the largest float32 input ("input") or output ("output") batch of the
-        runners it loads or may load."""
+        """Bytes of the largest float32 input ("input") or output ("output") batch."""
         sizes = [
             r.max_samples * math.prod(r.input_shape if shape_of == "input" else r.output_shape)
-            for r in (*self.runners, *self.may_load)
+            for r in self.runners
         ]
         return 4 * max(sizes, default=1)
 

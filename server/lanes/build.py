@@ -54,8 +54,8 @@ def worker_specs(
     config: GatewayConfig, workloads: Mapping[str, Workload], scheduler: Scheduler
 ) -> list[WorkerSpec]:
     """One WorkerSpec per lane, lane groups in order (the core numbers lanes so too).
-    Under a lane budget a lane loads, of the configured runners in order, those that fit
-    (the core books them), and may load any other later."""
+    Under a lane budget a lane loads those of the configured runners that the core books
+    for it (`Scheduler.preload`), and any other later, on demand."""
     runners = runner_specs(config, workloads, scheduler)
     out: list[WorkerSpec] = []
     for group in config.scheduler.groups():
@@ -65,7 +65,6 @@ def worker_specs(
                 WorkerSpec(
                     lane=len(out),
                     runners=tuple(r for r in runners if r.key in held),
-                    may_load=tuple(r for r in runners if r.key not in held),
                     threads=config.lanes.threads(group),
                     device=config.device,
                     seed=config.seed,
