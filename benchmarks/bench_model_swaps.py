@@ -109,10 +109,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def model_costs() -> dict[str, int]:
-    """Each model's resident cost (MiB) as the gateway's hand-set table charges it."""
+def model_costs(file: Path = ONNX_DIR / "resnet18.onnx") -> dict[str, int]:
+    """Each model's resident cost (MiB) as the gateway's hand-set table charges it, with
+    `file` the user ONNX model's file."""
     costs = {w: get_workload(w).spec.token_base for w in MODELS if w != FILE_MODEL}
-    costs[FILE_MODEL] = inspect_onnx_file(ONNX_DIR / "resnet18.onnx", FILE_MODEL).spec.token_base
+    costs[FILE_MODEL] = inspect_onnx_file(file, FILE_MODEL).spec.token_base
     return costs
 
 
@@ -121,15 +122,18 @@ def lane_budget(costs: dict[str, int]) -> int:
     return sum(sorted(costs.values())[-2:])
 
 
-def gateway_configs(budget: int, lanes: int = 2) -> dict[str, dict[str, Any]]:
-    """Per gateway, its config: the same but for the budget gateway's `lane_budget`."""
+def gateway_configs(
+    budget: int, lanes: int = 2, file: Path = ONNX_DIR / "resnet18.onnx"
+) -> dict[str, dict[str, Any]]:
+    """Per gateway, its config: the same but for the budget gateway's `lane_budget`; `file`
+    is the user ONNX model's file (ResNet-18's export, in the export directory)."""
     models: list[dict[str, Any]] = [{"name": w, "backends": ["onnx"]} for w in MODELS[:2]]
-    models.append({"name": FILE_MODEL, "onnx_file": str(ONNX_DIR / "resnet18.onnx")})
+    models.append({"name": FILE_MODEL, "onnx_file": str(file)})
     base: dict[str, Any] = {
         "models": models,
         "lanes": {"count": lanes, "kind": "thread", "threads_per_lane": 1},
-        "onnx_dir": str(ONNX_DIR),
-        "model_dir": str(ONNX_DIR),
+        "onnx_dir": str(file.parent),
+        "model_dir": str(file.parent),
     }
     return {
         "baseline": base,

@@ -10,6 +10,7 @@ out of a repetition's answers and /metrics scrapes.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -30,14 +31,18 @@ from benchmarks.bench_model_swaps import (
 from benchmarks.common import Answer
 from scheduling.simulator import Arrival
 from server.config import parse_gateway_config
+from tests.onnx_models import write_mlp
 
 
-def test_the_budget_gateway_holds_two_of_three_and_differs_in_nothing_else() -> None:
-    costs = model_costs()
+def test_the_budget_gateway_holds_two_of_three_and_differs_in_nothing_else(
+    tmp_path: Path,
+) -> None:
+    file = write_mlp(tmp_path / "resnet18.onnx")  # a stand-in: no export needed
+    costs = model_costs(file)
     budget = lane_budget(costs)
     assert sum(costs.values()) > budget
     assert all(sum(costs.values()) - costs[m] <= budget for m in MODELS)  # any two fit
-    configs = gateway_configs(budget)
+    configs = gateway_configs(budget, file=file)
     baseline, limited = (parse_gateway_config(configs[k]) for k in ("baseline", "budget"))
     assert (baseline.scheduler.tokens.lane_budget, limited.scheduler.tokens.lane_budget) == (
         None,
