@@ -32,10 +32,11 @@ evictions and mean / P95 load seconds inside the window (deltas of
 the P95 is interpolated in the histogram's buckets). Ratios are budget ÷ baseline
 per repetition; every figure is the median over repetitions.
 
-Two lanes that each hold two of the three hold all three between them: once each
-lane has settled on its pair, the core sends every model to a lane that holds it and
-waits for it rather than load (a load takes longer than a dispatch), so the budget
-costs parallelism rather than loads. `--lanes 1` is the regime where a lane swaps.
+Two lanes that each hold two of the three hold all three between them (lanes are
+filled in turn, each first with what no lane before it holds); the core sends every
+model to a lane that holds it and waits for it rather than load (a load takes longer
+than a dispatch), so the budget costs parallelism rather than loads. `--lanes 1` is
+the regime where a lane swaps.
 
     python benchmarks/bench_model_swaps.py [--quick] [--repeats 3] [--seconds 30]
 

@@ -84,12 +84,12 @@ class ModelResidency:
         """The live lanes with room for all of `keys` beside what they hold, which hold
         them from now on (a model loaded at run time: the other lanes load it on demand);
         every live lane without a budget."""
-        chosen = set()
-        mb = sum(self.model_mb(k) for k in keys)
         residency = self._residency
+        models = [(k, self.model_mb(k)) for k in keys]
+        chosen = set()
         for lane in self._place.live_lanes():
-            if residency.budget is None or residency.used_mb(lane) + mb <= residency.budget:
-                residency.preload(lane, [(k, self.model_mb(k)) for k in keys], now)
+            if len(residency.fill(models, residency.used_mb(lane))) == len(models):
+                residency.preload(lane, models, now)
                 chosen.add(lane)
         return chosen
 
@@ -135,15 +135,11 @@ class ModelResidency:
         residency = self._residency
         if not residency.enabled:
             return False
-        lanes = self._place.lanes
-        if any(residency.holds(lane, key) for _, lane in lanes.idle[group.index]):
+        warm = self._warm_lanes(group, key)
+        if not warm or not all(self._place.lanes.is_busy(lane) for lane in warm):
             return False
         cold = now + residency.load_time(key[0], self.model_mb(key))
-        return any(
-            lanes.is_busy(lane) and lanes.is_live(lane) and residency.holds(lane, key)
-            for lane in self._warm_lanes(group, key)
-            if self._lane_end[lane][0] < cold
-        )
+        return any(self._lane_end[lane][0] < cold for lane in warm)
 
     def _swap_in(self, dispatch: Dispatch, now: float) -> None:
         """Book what `dispatch`'s lane must load (and evict) to run it, on the dispatch."""

@@ -19,7 +19,7 @@ predicted end includes it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 #: (workload, backend, precision): what a lane loads.
@@ -73,17 +73,9 @@ class Residency:
         held = self._held.get(lane, {})
         return sorted(held, key=lambda k: -held[k])
 
-    def held_by_any(self, lanes: Iterable[int], key: ModelKey) -> bool:
-        """Whether one of `lanes` holds `key`."""
-        return any(self.holds(lane, key) for lane in lanes)
-
     def used_mb(self, lane: int) -> float:
         """MiB of the models lane `lane` holds."""
         return sum(self._mb.get(lane, {}).values())
-
-    def fits(self, mb: float) -> bool:
-        """Whether a model of `mb` MiB fits an empty lane."""
-        return self.budget is None or mb <= self.budget + 1e-9
 
     def fill(self, models: Sequence[tuple[ModelKey, float]], used_mb: float = 0.0) -> list:
         """Of `models` ((key, MiB), in order), those a lane holding `used_mb` would load:

@@ -51,12 +51,11 @@ def model_runners(
 
 
 def worker_specs(
-    config: GatewayConfig, workloads: Mapping[str, Workload], scheduler: Scheduler
+    config: GatewayConfig, runners: tuple[RunnerSpec, ...], scheduler: Scheduler
 ) -> list[WorkerSpec]:
     """One WorkerSpec per lane, lane groups in order (the core numbers lanes so too).
-    Under a lane budget a lane loads those of the configured runners that the core books
-    for it (`Scheduler.preload`), and any other later, on demand."""
-    runners = runner_specs(config, workloads, scheduler)
+    Under a lane budget a lane loads those of `runners` that the core books for it
+    (`Scheduler.preload`), and any other later, on demand."""
     out: list[WorkerSpec] = []
     for group in config.scheduler.groups():
         for _ in range(group.count):
@@ -90,7 +89,7 @@ def build_pool(
         connect(config.lanes.ray.address)
     lanes: list[Lane] = []
     runners = runner_specs(config, workloads, scheduler)
-    for worker in worker_specs(config, workloads, scheduler):
+    for worker in worker_specs(config, runners, scheduler):
         if kinds[worker.group] == "process":
             lanes.append(ProcessLane(worker, config.lanes.start_timeout_s))
         elif kinds[worker.group] == "ray":
