@@ -35,6 +35,7 @@ from pydantic import BaseModel, Field
 from scheduling.config_errors import ConfigError
 from server.config import ConfigFile, GatewayConfig, ModelConfig
 from server.errors import GatewayError, Unavailable
+from server.gateway import with_device_capacity
 from server.schemas import ErrorBody
 
 if TYPE_CHECKING:
@@ -139,7 +140,7 @@ class ConfigReloader:
             )
         async with self._lock:
             self._check_accepting()
-            new = await asyncio.to_thread(_read, self.config_file)
+            new = await asyncio.to_thread(read_config, self.config_file)
             keys = changed_keys(self.gw.config, new)
             if keys:
                 raise RestartNeeded(
@@ -209,9 +210,12 @@ class ConfigReloader:
         return True
 
 
-def _read(config_file: ConfigFile) -> GatewayConfig:
+def read_config(config_file: ConfigFile) -> GatewayConfig:
+    """The file's config as the gateway would run it now: with what start-up derives from
+    the machine (the token capacity from a CUDA device), so that only the file's own
+    changes differ from the running config."""
     try:
-        return config_file.read()
+        return with_device_capacity(config_file.read())
     except ConfigError as exc:
         raise InvalidConfigFile("; ".join(str(exc).splitlines())) from None
 

@@ -21,6 +21,8 @@ from backends.base import LoadOptions
 from backends.devices import cuda_memory_mib, ort_cuda_available, torch_cuda_available
 from backends.onnx_export import relative_error
 from backends.registry import load_runner
+from server.config import ConfigFile
+from server.config_reload import changed_keys, read_config
 from server.gateway import with_device_capacity
 from tests.gateway_fixtures import tiny_config
 from workloads.registry import get_workload
@@ -182,3 +184,13 @@ def test_the_token_capacity_is_the_devices_memory_minus_the_reserve(onnx_dir: Pa
     config = tiny_config(onnx_dir, device="cuda", scheduler={"tokens": {"device_reserve_mb": 2048}})
     capacity = with_device_capacity(config).scheduler.tokens.capacity
     assert capacity == cuda_memory_mib() - 2048 > 0
+
+
+def test_a_reload_of_the_same_file_sees_the_device_capacity_unchanged(tmp_path: Path) -> None:
+    # The running config holds the capacity derived from the device; a reload reads the
+    # file the same way, so the derived capacity is no "change needing a restart".
+    path = tmp_path / "gateway.yaml"
+    path.write_text("device: cuda\nscheduler: {tokens: {device_reserve_mb: 2048}}\n")
+    running = with_device_capacity(ConfigFile(str(path)).read())
+    assert running.scheduler.tokens.capacity == cuda_memory_mib() - 2048
+    assert changed_keys(running, read_config(ConfigFile(str(path)))) == []
